@@ -1,0 +1,53 @@
+"""What every entry point shares: argument parsing that fails in one line, and error handling."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from textgen.errors import TextgenError
+
+EXIT_USAGE = 2  # bad input of any kind
+EXIT_INTERRUPTED = 130  # Ctrl-C, after saving what there is to save
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are TextgenErrors (one line, exit 2) instead of usage dumps."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise TextgenError(message, f"usage: {self.format_usage().strip()[7:]}")
+
+
+def config_parser(prog: str, description: str) -> ArgumentParser:
+    """A parser taking `CONFIG [key=value ...]`, the shape of index, train and compare."""
+    parser = ArgumentParser(prog=prog, description=description)
+    parser.add_argument("config", help="YAML config, e.g. configs/base.yaml")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="overrides, e.g. train.epochs=2"
+    )
+    return parser
+
+
+def quiet_tensorflow() -> None:
+    """Silences TensorFlow's C++ start-up chatter unless the user asked for it."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> None:
+    """Runs an entry point; a TextgenError becomes `textgen: error: ...` and exit status 2."""
+    try:
+        code = main(argv)
+    except TextgenError as e:
+        sys.stdout.flush()
+        print(f"textgen: error: {e.line()}", file=sys.stderr)
+        code = EXIT_USAGE
+    except KeyboardInterrupt:
+        print("\ntextgen: interrupted", file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `textgen.sample ... | head`: the reader left; that is not an error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
+    sys.exit(code)

@@ -1,0 +1,349 @@
+"""The indexer: corpus files -> an index dir of int32 `.npy` memmaps, built atomically.
+
+Two streaming passes over the sources: a scan (hash, validate, collect the character set or a
+line sample for sentencepiece) and an encode pass that appends ids straight to `train.npy`.
+The last `val_fraction` of the stream then moves to `val.npy`. Everything is written into a
+temporary sibling dir that is renamed into place, so a half-written index never exists.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import random
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from textgen.config import DataConfig
+from textgen.errors import TextgenError
+from textgen.sources import (
+    ReplacementCounter,
+    SourceFile,
+    find_sources,
+    hash_file,
+    read_text_chunks,
+)
+from textgen.tokenizers import (
+    CharTokenizer,
+    SentencePieceTokenizer,
+    Tokenizer,
+    load_tokenizer,
+)
+
+FORMAT_VERSION = 1
+_HEADER_BYTES = 128  # fixed .npy header size, so the shape can be rewritten once known
+_SP_MAX_LINE = 4096  # sentencepiece skips longer sentences; longer lines are cut for training
+
+Progress = Callable[[int, int], None]  # (bytes done, bytes total) over both passes
+
+
+@dataclass
+class Index:
+    """An opened index: read-only memmaps of the two splits and the tokenizer."""
+
+    directory: Path
+    train: np.ndarray  # (train_tokens,) int32, memmap
+    val: np.ndarray  # (val_tokens,) int32, memmap
+    tokenizer: Tokenizer
+    meta: dict[str, Any]
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of token ids."""
+        return self.tokenizer.vocab_size
+
+
+def index_corpus(
+    data_cfg: DataConfig,
+    *,
+    min_split_tokens: int = 2,
+    progress: Progress | None = None,
+    force: bool = False,
+) -> tuple[Index, bool]:
+    """Indexes `data_cfg.path` into `data_cfg.index_dir` unless an up-to-date index is there.
+
+    Args:
+        data_cfg: The data section of the config.
+        min_split_tokens: Each split must hold at least this many tokens (one window + 1).
+        progress: Called with (bytes done, bytes total) while building.
+        force: Rebuild even when the index is current.
+
+    Returns:
+        The opened index and whether it was (re)built.
+
+    Raises:
+        TextgenError: a bad path, corpus, setting or an unwritable index dir.
+    """
+    sources = find_sources(data_cfg.path)
+    index_dir = Path(data_cfg.index_dir)
+    if not force and _is_current(index_dir, sources, data_cfg):
+        index = load_index(index_dir)
+        _check_split_sizes(index.meta["counts"], min_split_tokens, index_dir)
+        return index, False
+    tmp = _make_temp_dir(index_dir)
+    try:
+        meta = _build(data_cfg, sources, tmp, progress)
+        _check_split_sizes(meta["counts"], min_split_tokens, data_cfg.path)
+        _replace_dir(tmp, index_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return load_index(index_dir), True
+
+
+def load_index(directory: str | Path) -> Index:
+    """Opens an index dir read-only.
+
+    Raises:
+        TextgenError: no index there, or one of an unknown format.
+    """
+    directory = Path(directory)
+    meta_path = directory / "meta.json"
+    if not meta_path.is_file():
+        raise TextgenError("no index here (run `python -m textgen.index CONFIG`)", str(directory))
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise TextgenError(f"unreadable index metadata: {e}", str(meta_path)) from None
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise TextgenError("index format is outdated; re-index", str(directory))
+    try:
+        train = np.load(directory / "train.npy", mmap_mode="r")
+        val = np.load(directory / "val.npy", mmap_mode="r")
+    except (OSError, ValueError) as e:
+        raise TextgenError(f"corrupt index split: {e}", str(directory)) from None
+    tokenizer = load_tokenizer(directory, meta["tokenizer"]["kind"])
+    return Index(directory, train, val, tokenizer, meta)
+
+
+def index_settings(data_cfg: DataConfig) -> dict[str, Any]:
+    """The settings that shape an index; a change in any of them means a rebuild."""
+    settings = {
+        "tokenizer": data_cfg.tokenizer,
+        "val_fraction": data_cfg.val_fraction,
+        "encoding_errors": data_cfg.encoding_errors,
+    }
+    if data_cfg.tokenizer == "sentencepiece":
+        settings |= {
+            "sp_vocab_size": data_cfg.sp_vocab_size,
+            "sp_model_type": data_cfg.sp_model_type,
+        }
+    return settings
+
+
+def _is_current(index_dir: Path, sources: list[SourceFile], data_cfg: DataConfig) -> bool:
+    """True when index_dir holds an index of exactly these sources and settings."""
+    try:
+        meta = json.loads((index_dir / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if meta.get("format_version") != FORMAT_VERSION or meta.get("settings") != index_settings(
+        data_cfg
+    ):
+        return False
+    recorded = [SourceFile(**s) for s in meta.get("sources", [])]
+    if [s.path for s in recorded] != [s.path for s in sources]:
+        return False
+    for old, new in zip(recorded, sources, strict=True):
+        if old.same_stat(new):
+            continue
+        # Touched but maybe unchanged: only the content hash decides.
+        if old.size != new.size or old.sha256 != hash_file(new.path):
+            return False
+    return True
+
+
+def _check_split_sizes(counts: dict[str, int], min_tokens: int, where: str | Path) -> None:
+    for split in ("train", "val"):
+        if counts[f"{split}_tokens"] < min_tokens:
+            raise TextgenError(
+                f"the {split} split has {counts[f'{split}_tokens']} tokens, fewer than one window "
+                f"needs ({min_tokens}); use a larger corpus, a larger data.val_fraction "
+                "or a smaller windows.maxlen",
+                str(where),
+            )
+
+
+def _make_temp_dir(index_dir: Path) -> Path:
+    try:
+        index_dir.parent.mkdir(parents=True, exist_ok=True)
+        if index_dir.exists() and not index_dir.is_dir():
+            raise TextgenError("index_dir exists and is not a directory", str(index_dir))
+        tmp = index_dir.parent / f".{index_dir.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        return tmp
+    except OSError as e:
+        raise TextgenError(
+            f"cannot write the index dir: {e.strerror or e}", str(index_dir)
+        ) from None
+
+
+def _replace_dir(tmp: Path, target: Path) -> None:
+    """Renames tmp to target, replacing an old index only after the new one is complete."""
+    old = target.parent / f".{target.name}.old-{os.getpid()}"
+    if target.exists():
+        target.rename(old)
+    tmp.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _build(
+    data_cfg: DataConfig, sources: list[SourceFile], out: Path, progress: Progress | None
+) -> dict[str, Any]:
+    total = 2 * sum(s.size for s in sources)
+    report = _ProgressOffset(progress, total)
+    counter = ReplacementCounter()
+
+    # Pass 1: hash, validate, and collect what the tokenizer needs.
+    seen = np.zeros(0x110000, dtype=bool)  # code points present in the corpus
+    sampler = _LineSampler(data_cfg.sp_sample_lines) if data_cfg.tokenizer != "char" else None
+    hashed, chars = [], 0
+    for src in sources:
+        digest = hashlib.sha256()
+        for text, done in read_text_chunks(
+            src.path, encoding_errors=data_cfg.encoding_errors, counter=counter, hasher=digest
+        ):
+            if sampler is not None:
+                sampler.add(text)
+            else:
+                seen[np.frombuffer(text.encode("utf-32-le"), dtype="<u4")] = True
+            chars += len(text)
+            report(done)
+        if sampler is not None:
+            sampler.end_file()
+        hashed.append(SourceFile(src.path, src.size, src.mtime_ns, digest.hexdigest()))
+        report.next_file(src.size)
+    replaced = counter.count
+    if chars == 0:
+        raise TextgenError("the corpus is empty", data_cfg.path)
+
+    tokenizer: Tokenizer
+    if sampler is None:
+        tokenizer = CharTokenizer.from_code_point_mask(seen)
+    else:
+        tokenizer = SentencePieceTokenizer.train(
+            sampler.lines, vocab_size=data_cfg.sp_vocab_size, model_type=data_cfg.sp_model_type
+        )
+    del seen
+
+    # Pass 2: encode and append ids to train.npy; the tail becomes val.npy afterwards.
+    train_path = out / "train.npy"
+    with open(train_path, "wb") as f:
+        f.write(_npy_header(0))
+        for src in sources:
+            for text_piece, done in _encodable_pieces(src.path, data_cfg, tokenizer):
+                tokenizer.encode(text_piece).tofile(f)
+                report(done)
+            report.next_file(src.size)
+    tokens = (train_path.stat().st_size - _HEADER_BYTES) // 4
+    val_tokens = max(1, round(tokens * data_cfg.val_fraction))
+    _split_tail(train_path, out / "val.npy", tokens - val_tokens, val_tokens)
+
+    tokenizer.save(out)
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "settings": index_settings(data_cfg),
+        "tokenizer": {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size},
+        "sources": [asdict(s) for s in hashed],
+        "counts": {
+            "chars": chars,
+            "tokens": tokens,
+            "train_tokens": tokens - val_tokens,
+            "val_tokens": val_tokens,
+            "replaced_chars": replaced,
+        },
+    }
+    (out / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    return meta
+
+
+def _encodable_pieces(path: str, data_cfg: DataConfig, tokenizer: Tokenizer):
+    """Yields (text, bytes done); sentencepiece text is cut after newlines (no piece spans)."""
+    carry = ""
+    for text, done in read_text_chunks(path, encoding_errors=data_cfg.encoding_errors):
+        if tokenizer.kind == "char":
+            yield text, done
+            continue
+        text = carry + text
+        cut = text.rfind("\n") + 1
+        carry = text[cut:]
+        if cut:
+            yield text[:cut], done
+    if carry:
+        yield carry, os.path.getsize(path)
+
+
+def _npy_header(length: int) -> bytes:
+    """A version 1.0 .npy header for an int32 vector, padded to a fixed _HEADER_BYTES."""
+    fields = f"{{'descr': '<i4', 'fortran_order': False, 'shape': ({length},), }}"
+    preamble = b"\x93NUMPY\x01\x00"
+    pad = _HEADER_BYTES - len(preamble) - 2 - len(fields) - 1
+    return (
+        preamble + (_HEADER_BYTES - 10).to_bytes(2, "little") + (fields + " " * pad + "\n").encode()
+    )
+
+
+def _split_tail(train_path: Path, val_path: Path, train_tokens: int, val_tokens: int) -> None:
+    """Moves the last `val_tokens` ids of train.npy into val.npy and fixes both headers."""
+    cut = _HEADER_BYTES + 4 * train_tokens
+    with open(train_path, "r+b") as train, open(val_path, "wb") as val:
+        val.write(_npy_header(val_tokens))
+        train.seek(cut)
+        shutil.copyfileobj(train, val, 4 << 20)
+        train.truncate(cut)
+        train.seek(0)
+        train.write(_npy_header(train_tokens))
+
+
+class _ProgressOffset:
+    """Turns per-file byte counts into bytes done over the whole build."""
+
+    def __init__(self, progress: Progress | None, total: int) -> None:
+        self.progress, self.total, self.base = progress, total, 0
+
+    def __call__(self, done_in_file: int) -> None:
+        if self.progress is not None:
+            self.progress(self.base + done_in_file, self.total)
+
+    def next_file(self, size: int) -> None:
+        self.base += size
+
+
+class _LineSampler:
+    """Reservoir sample of at most `capacity` lines, for training sentencepiece in bounded RAM."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity, self.lines, self.seen, self.partial = capacity, [], 0, ""
+        self._rng = random.Random(0)  # fixed: the same corpus gives the same tokenizer
+
+    def add(self, text: str) -> None:
+        parts = (self.partial + text).split("\n")
+        self.partial = parts.pop()
+        for line in parts:
+            self._offer(line)
+
+    def end_file(self) -> None:
+        if self.partial:
+            self._offer(self.partial)
+        self.partial = ""
+
+    def _offer(self, line: str) -> None:
+        if not line.strip():
+            return
+        line = line[:_SP_MAX_LINE]
+        self.seen += 1
+        if len(self.lines) < self.capacity:
+            self.lines.append(line)
+        else:
+            j = self._rng.randrange(self.seen)
+            if j < self.capacity:
+                self.lines[j] = line

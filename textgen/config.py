@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -186,6 +187,7 @@ def load_config(
             raise ConfigError(f"section '{section}' must be a mapping", where)
         raw[section][name] = value
         origin[key] = "command line"
+        origin.setdefault(section, "command line")  # where an unknown section came from
     return _build(raw, origin, where)
 
 
@@ -246,9 +248,16 @@ def _build(raw: dict[str, Any], origin: dict[str, str], where: str) -> Config:
 
 
 def _unknown(key: str, valid: list[str]) -> str:
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
-    hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(valid)}"
+    # Compare names within the section: the shared `section.` prefix would make any key "close".
+    by_name = {v.rpartition(".")[2]: v for v in valid}
+    close = difflib.get_close_matches(key.rpartition(".")[2], list(by_name), n=1, cutoff=0.6)
+    hint = (
+        f"; did you mean '{by_name[close[0]]}'?" if close else f"; valid keys: {', '.join(valid)}"
+    )
     return f"unknown key '{key}'{hint}"
+
+
+_SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
@@ -277,6 +286,8 @@ def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
             raise ConfigError(f"{key} must be an integer, got {value!r}", where)
         return value
     if hint is float:
+        if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+            value = float(value)  # PyYAML (YAML 1.1) reads `1e-3` as a string
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key} must be a number, got {value!r}", where)
         return float(value)

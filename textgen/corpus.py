@@ -81,8 +81,11 @@ def index_corpus(
     Raises:
         TextgenError: a bad path, corpus, setting or an unwritable index dir.
     """
-    sources = find_sources(data_cfg.path)
     index_dir = Path(data_cfg.index_dir)
+    # An index dir inside a corpus directory is not part of the corpus.
+    sources = [s for s in find_sources(data_cfg.path) if not _is_inside(s.path, index_dir)]
+    if not sources:
+        raise TextgenError("no text files outside data.index_dir", data_cfg.path)
     if not force and _is_current(index_dir, sources, data_cfg):
         index = load_index(index_dir)
         _check_split_sizes(index.meta["counts"], min_split_tokens, index_dir)
@@ -160,6 +163,10 @@ def _is_current(index_dir: Path, sources: list[SourceFile], data_cfg: DataConfig
     return True
 
 
+def _is_inside(path: str, directory: Path) -> bool:
+    return Path(os.path.abspath(directory)) in Path(os.path.abspath(path)).parents
+
+
 def _check_split_sizes(counts: dict[str, int], min_tokens: int, where: str | Path) -> None:
     for split in ("train", "val"):
         if counts[f"{split}_tokens"] < min_tokens:
@@ -176,6 +183,16 @@ def _make_temp_dir(index_dir: Path) -> Path:
         index_dir.parent.mkdir(parents=True, exist_ok=True)
         if index_dir.exists() and not index_dir.is_dir():
             raise TextgenError("index_dir exists and is not a directory", str(index_dir))
+        if (
+            index_dir.is_dir()
+            and not (index_dir / "meta.json").is_file()
+            and any(index_dir.iterdir())
+        ):
+            # Replacing it would delete the user's files (e.g. data.index_dir=data).
+            raise TextgenError(
+                "index_dir is a non-empty directory that holds no index; refusing to replace it",
+                str(index_dir),
+            )
         tmp = index_dir.parent / f".{index_dir.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()

@@ -1,0 +1,94 @@
+"""Shared fixtures: tiny synthetic corpora in tmp_path, configs, and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli_env() -> dict[str, str]:
+    """The environment for a textgen subprocess: quiet TensorFlow, the repo importable."""
+    env = dict(os.environ)
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    return env
+
+
+def run_cli(
+    module: str, *args: Any, cwd: str | Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Runs `python -m module args...` and returns the finished process (text stdout/stderr).
+
+    Args:
+        module: e.g. "textgen.index" or "textgen".
+        args: Command-line words (paths are converted with str()).
+        cwd: Working directory; the repository root by default.
+        timeout: Seconds before the run counts as hung.
+    """
+    return subprocess.run(
+        [sys.executable, "-m", module, *map(str, args)],
+        cwd=str(cwd or REPO_ROOT),
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def write_corpus(directory: Path, text: str | bytes, name: str = "corpus.txt") -> Path:
+    """Writes one corpus file (text as UTF-8, no newline translation; bytes as they are).
+
+    Args:
+        directory: Where to write it (created if needed; `name` may hold subdirectories).
+        text: The file's content.
+        name: The file name relative to `directory`.
+    """
+    path = Path(directory) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
+    return path
+
+
+def write_config(directory: Path, data: Mapping[str, Any], name: str = "config.yaml") -> Path:
+    """Writes a YAML config file made of `data` (nested sections) and returns its path."""
+    path = Path(directory) / name
+    path.write_text(yaml.safe_dump(dict(data), sort_keys=False), encoding="utf-8")
+    return path
+
+
+def synthetic_text(lines: int = 400, seed: int = 0) -> str:
+    """Deterministic, varied text: random words, punctuation, accents, CJK and an emoji."""
+    rng = random.Random(seed)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    words = ["".join(rng.choice(letters) for _ in range(rng.randint(1, 9))) for _ in range(400)]
+    words += ["café", "naïve", "Zürich", "東京", "😀", "É"]
+    out = []
+    for _ in range(lines):
+        line = " ".join(rng.choice(words) for _ in range(rng.randint(2, 12)))
+        out.append(line.capitalize() + rng.choice([".", ",", "!", "?", ";", ""]))
+    return "\n".join(out) + "\n"
+
+
+@pytest.fixture(scope="session")
+def sp_lines() -> list[str]:
+    """A few thousand synthetic lines, varied enough for a 400-piece sentencepiece model."""
+    return synthetic_text(lines=3000, seed=1).splitlines()
+
+
+@pytest.fixture(scope="session")
+def sp_tokenizer(sp_lines: list[str]):
+    """A sentencepiece tokenizer (unigram, 400 pieces) trained once per test worker."""
+    from textgen.tokenizers import SentencePieceTokenizer
+
+    return SentencePieceTokenizer.train(sp_lines, vocab_size=400)

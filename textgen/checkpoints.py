@@ -1,0 +1,122 @@
+"""What a checkpoint holds, restoring it exactly, and deciding whether a run may resume."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from textgen.config import Config
+from textgen.errors import TextgenError
+from textgen.rundir import RunDir
+from textgen.tokenizers import Tokenizer
+
+# Keys whose change makes the saved weights or token ids meaningless.
+_SHAPE_KEYS = (
+    ("model", "embedding_dim"),
+    ("model", "units"),
+    ("model", "layers"),
+    ("data", "tokenizer"),
+)
+
+
+@dataclass
+class Progress:
+    """Where training stands: saved in every checkpoint."""
+
+    step: int = 0  # optimizer steps taken
+    epoch: int = 0  # current epoch (0-based)
+    batch: int = 0  # next batch within the epoch
+    best_val_loss: float = float("inf")
+    bad_evals: int = 0  # evaluations since the best, for early stopping
+
+
+class TrainState:
+    """Model, optimizer, progress counters and RNG state, under one tf.train.Checkpoint.
+
+    Args:
+        model: The Keras model (built under the strategy scope).
+        optimizer: Its built Keras optimizer.
+        directory: The run's checkpoints dir.
+        max_to_keep: Checkpoints kept on disk.
+    """
+
+    def __init__(self, model, optimizer, directory: Path, *, max_to_keep: int = 3) -> None:
+        import tensorflow as tf
+
+        self._vars = {
+            f.name: tf.Variable(
+                f.default,
+                dtype=tf.float64 if isinstance(f.default, float) else tf.int64,
+                trainable=False,
+                name=f.name,
+            )
+            for f in fields(Progress)
+        }
+        # Keras' SeedGenerator states (dropout) are not tracked by tf.train.Checkpoint by default.
+        rng = [v.value for v in model.variables if "seed_generator" in v.path]
+        self.checkpoint = tf.train.Checkpoint(
+            model=model, optimizer=optimizer, rng=rng, **self._vars
+        )
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, str(directory), max_to_keep=max_to_keep
+        )
+
+    def restore(self, path: str) -> Progress:
+        """Restores everything from `path`; a damaged checkpoint is a TextgenError naming it."""
+        import tensorflow as tf
+
+        try:
+            self.checkpoint.restore(path).assert_existing_objects_matched()
+        except (tf.errors.OpError, ValueError, AssertionError) as e:
+            reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            raise TextgenError(
+                f"cannot restore checkpoint ({reason}); set train.fresh=true to start over, "
+                "or delete it to fall back to an older one",
+                path,
+            ) from None
+        return Progress(**{k: v.numpy().item() for k, v in self._vars.items()})
+
+    def save(self, progress: Progress) -> str:
+        """Writes a checkpoint of the current state (CheckpointManager writes then renames)."""
+        for name, var in self._vars.items():
+            var.assign(getattr(progress, name))
+        return self.manager.save(checkpoint_number=progress.step)
+
+
+def check_resumable(run: RunDir, cfg: Config, tokenizer: Tokenizer) -> list[str]:
+    """Refuses to resume a run whose model shape, tokenizer or vocabulary changed.
+
+    Returns:
+        Notes on allowed changes (learning rate, epochs, limits, ...), for the user.
+
+    Raises:
+        TextgenError: the saved run is incompatible with `cfg` or with the current index.
+    """
+    saved = run.load_config()
+    how = "set train.fresh=true to start over, or choose another train.out_dir"
+    for section, key in _SHAPE_KEYS:
+        old, new = getattr(getattr(saved, section), key), getattr(getattr(cfg, section), key)
+        if old != new:
+            raise TextgenError(
+                f"cannot resume: {section}.{key} changed from {old!r} to {new!r}; {how}",
+                str(run.path),
+            )
+    previous = run.load_tokenizer(saved.data.tokenizer)
+    if _vocabulary(previous) != _vocabulary(tokenizer):
+        raise TextgenError(
+            f"cannot resume: the corpus vocabulary changed since this run started "
+            f"({previous.vocab_size} -> {tokenizer.vocab_size} tokens); {how}",
+            str(run.path),
+        )
+    notes = []
+    old_dict, new_dict = saved.to_dict(), cfg.to_dict()
+    for section, values in new_dict.items():
+        for key, value in values.items():
+            if key != "fresh" and old_dict[section].get(key) != value:
+                notes.append(f"{section}.{key}: {old_dict[section].get(key)!r} -> {value!r}")
+    return notes
+
+
+def _vocabulary(tokenizer: Tokenizer) -> object:
+    chars = getattr(tokenizer, "chars", None)
+    return chars if chars is not None else getattr(tokenizer, "_proto", None)

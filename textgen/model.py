@@ -1,0 +1,82 @@
+"""`build_model`: Embedding (or one-hot input) -> LSTM x layers -> Dense logits.
+
+The LSTMs keep Keras' defaults that make them cuDNN-eligible on a GPU: tanh/sigmoid activations,
+`recurrent_dropout=0`, `unroll=False`, biases on. Logits stay float32 under mixed precision.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import keras
+
+from textgen.config import ModelConfig
+
+
+def build_model(
+    model_cfg: ModelConfig,
+    vocab_size: int,
+    inputs: Literal["ids", "onehot"] = "ids",
+    *,
+    name: str = "textgen_lstm",
+) -> keras.Model:
+    """Builds the character model.
+
+    Args:
+        model_cfg: The model section of the config.
+        vocab_size: Number of token ids (the unknown id 0 included).
+        inputs: `ids`: int32 ids `[batch, time]` into an Embedding (textgen's pipeline);
+            `onehot`: float one-hot vectors `[batch, time, vocab]` (the classic example's input).
+        name: The Keras model name.
+
+    Returns:
+        A model mapping its inputs to logits `[batch, time, vocab]` (float32).
+    """
+    if inputs == "ids":
+        token_ids = keras.Input(shape=(None,), dtype="int32", name="ids")  # (batch, time)
+        hidden = keras.layers.Embedding(vocab_size, model_cfg.embedding_dim, name="embedding")(
+            token_ids
+        )  # (batch, time, embedding_dim)
+        model_inputs = token_ids
+    elif inputs == "onehot":
+        model_inputs = keras.Input(shape=(None, vocab_size), name="onehot")  # (batch, time, vocab)
+        hidden = model_inputs
+    else:
+        raise ValueError(f"inputs must be 'ids' or 'onehot', got {inputs!r}")
+    for i in range(model_cfg.layers):
+        hidden = keras.layers.LSTM(
+            model_cfg.units,
+            return_sequences=True,
+            dropout=model_cfg.dropout,
+            name=f"lstm_{i}",
+        )(hidden)  # (batch, time, units)
+    logits = keras.layers.Dense(vocab_size, dtype="float32", name="logits")(
+        hidden
+    )  # (batch, time, vocab)
+    return keras.Model(model_inputs, logits, name=name)
+
+
+def lstm_layers(model: keras.Model) -> list[keras.layers.LSTM]:
+    """The model's LSTM layers, bottom first."""
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.LSTM)]
+
+
+def count_params(model_cfg: ModelConfig, vocab_size: int) -> int:
+    """Parameters of `build_model(model_cfg, vocab_size)`, without building it."""
+    units, emb = model_cfg.units, model_cfg.embedding_dim
+    total = vocab_size * emb
+    width = emb
+    for _ in range(model_cfg.layers):
+        total += 4 * units * (width + units + 1)
+        width = units
+    return total + units * vocab_size + vocab_size
+
+
+def train_flops_per_token(model_cfg: ModelConfig, vocab_size: int) -> float:
+    """Training FLOPs per predicted token: ~3x forward (forward + two backward matmuls)."""
+    units, width, forward = model_cfg.units, model_cfg.embedding_dim, 0.0
+    for _ in range(model_cfg.layers):
+        forward += 2 * 4 * units * (width + units)  # 4 gates, a multiply-add each
+        width = units
+    forward += 2 * units * vocab_size
+    return 3 * forward

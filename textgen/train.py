@@ -1,0 +1,89 @@
+"""`python -m textgen.train CONFIG [key=value ...]`: train a run, or resume it where it stopped."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Sequence
+
+from textgen import cli
+
+
+class _Printer:
+    """Turns trainer events into a progress line on a terminal and log lines everywhere."""
+
+    def __init__(self) -> None:
+        from textgen.progress import ProgressBar
+
+        self.index_bar = ProgressBar(None, desc="index", unit="MB", scale=1e-6)
+        self.train_bar = ProgressBar(None, desc="train", unit="steps")
+
+    def __call__(self, kind: str, **data) -> None:
+        handler = getattr(self, f"on_{kind}", None)
+        if handler is not None:
+            handler(**data)
+
+    def on_index(self, done: int, total: int) -> None:
+        self.index_bar.total = total
+        self.index_bar.update(done)
+
+    def on_indexed(self, built: bool, counts: dict, directory: str) -> None:
+        self.index_bar.close()
+        verb = "indexed" if built else "index up to date:"
+        print(f"{verb} {directory}: {counts['train_tokens']:,} train + "
+              f"{counts['val_tokens']:,} val tokens")  # fmt: skip
+
+    def on_start(self, steps: int, params: int) -> None:
+        print(f"training {steps:,} steps, {params:,} parameters")
+
+    def on_resume(self, checkpoint: str, step: int, epoch: int, batch: int, notes: list) -> None:
+        print(f"resuming from {checkpoint}: step {step:,}, epoch {epoch}, batch {batch}")
+        for note in notes:
+            print(f"  changed since the last run: {note}")
+
+    def on_progress(self, step, total, loss, chars_per_sec, epoch) -> None:
+        self.train_bar.total = total
+        self.train_bar.update(step, rate=None, loss=f"{loss:.3f}", epoch=str(epoch),
+                              chars_s=f"{chars_per_sec:,.0f}")  # fmt: skip
+
+    def on_eval(self, **m) -> None:
+        self.train_bar.close()
+        label = "final" if m["final"] else "eval"
+        print(f"{label} step {m['step']:,} epoch {m['epoch']}: loss {m['loss']:.3f} "
+              f"val_loss {m['val_loss']:.3f} val_bpc {m['val_bpc']:.3f} "
+              f"{m['chars_per_sec']:,.0f} chars/s rss {m['rss_mb']:.0f} MB "
+              f"{m['elapsed_s']:.0f} s", flush=True)  # fmt: skip
+
+    def on_sample(self, temperature: float, text: str) -> None:
+        self.train_bar.close()
+        print(f"--- sample at temperature {temperature}:\n{text}\n---", flush=True)
+
+    def on_stop(self, reason: str, step: int, epoch: int, checkpoint: str | None) -> None:
+        self.train_bar.close()
+        print(f"stopped ({reason}) at step {step:,}, epoch {epoch}; checkpoint {checkpoint}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Trains the config's run; exit 130 after Ctrl-C, with a checkpoint saved."""
+    parser = cli.config_parser("textgen.train", "Train (or resume) a character LSTM.")
+    args = parser.parse_args(argv)
+    cli.quiet_tensorflow()
+
+    from textgen.config import load_config
+    from textgen.trainer import StopFlag, train
+
+    cfg = load_config(args.config, args.overrides)
+    sys.stdout.reconfigure(encoding="utf-8", errors="replace")
+    stop = StopFlag()
+    with stop.on_sigint():
+        result = train(cfg, on_event=_Printer(), stop=stop)
+    if result.stop_reason == "interrupted":
+        again = shlex.join([sys.executable, "-m", "textgen.train", *sys.argv[1:]])
+        print(f"interrupted: checkpoint saved. Resume with: {again}", file=sys.stderr)
+        return cli.EXIT_INTERRUPTED
+    print(f"run dir: {result.run_dir}  (sample: python -m textgen.sample {result.run_dir})")
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -12,8 +12,10 @@ import datetime
 import hashlib
 import json
 import os
+import queue
 import random
 import shutil
+import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +25,7 @@ import numpy as np
 
 from textgen.config import DataConfig
 from textgen.errors import TextgenError
+from textgen.memory import pin_mmap_threshold
 from textgen.sources import (
     ReplacementCounter,
     SourceFile,
@@ -35,6 +38,7 @@ from textgen.tokenizers import (
     SentencePieceTokenizer,
     Tokenizer,
     load_tokenizer,
+    mark_code_points,
 )
 
 FORMAT_VERSION = 1
@@ -215,6 +219,7 @@ def _replace_dir(tmp: Path, target: Path) -> None:
 def _build(
     data_cfg: DataConfig, sources: list[SourceFile], out: Path, progress: Progress | None
 ) -> dict[str, Any]:
+    pin_mmap_threshold()  # chunk buffers go back to the OS: RSS does not grow with the corpus
     total = 2 * sum(s.size for s in sources)
     report = _ProgressOffset(progress, total)
     counter = ReplacementCounter()
@@ -231,7 +236,7 @@ def _build(
             if sampler is not None:
                 sampler.add(text)
             else:
-                seen[np.frombuffer(text.encode("utf-32-le"), dtype="<u4")] = True
+                mark_code_points(seen, text)
             chars += len(text)
             report(done)
         if sampler is not None:
@@ -253,11 +258,11 @@ def _build(
 
     # Pass 2: encode and append ids to train.npy; the tail becomes val.npy afterwards.
     train_path = out / "train.npy"
-    with open(train_path, "wb") as f:
+    with open(train_path, "wb") as f, _BackgroundWriter(f) as writer:
         f.write(_npy_header(0))
         for src in sources:
             for text_piece, done in _encodable_pieces(src.path, data_cfg, tokenizer):
-                tokenizer.encode(text_piece).tofile(f)
+                writer.put(tokenizer.encode(text_piece))
                 report(done)
             report.next_file(src.size)
     tokens = (train_path.stat().st_size - _HEADER_BYTES) // 4
@@ -319,6 +324,53 @@ def _split_tail(train_path: Path, val_path: Path, train_tokens: int, val_tokens:
         train.truncate(cut)
         train.seek(0)
         train.write(_npy_header(train_tokens))
+
+
+class _BackgroundWriter:
+    """Writes arrays to a file on a second thread (numpy releases the GIL while writing).
+
+    Arrays are copied into a fixed ring of reused buffers, so the writer thread never frees
+    memory the main thread allocated: RSS stays flat however many chunks pass through.
+    """
+
+    def __init__(self, file, *, buffers: int = 3) -> None:
+        self._file = file
+        self._free: queue.Queue = queue.Queue()
+        for _ in range(buffers):
+            self._free.put(np.empty(0, np.int32))
+        self._pending: queue.Queue = queue.Queue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> _BackgroundWriter:
+        self._thread.start()
+        return self
+
+    def put(self, array: np.ndarray) -> None:
+        """Queues a copy of `array` for writing; re-raises a failure of an earlier write."""
+        if self._error is not None:
+            raise self._error
+        buffer = self._free.get()  # blocks while all buffers wait to be written
+        if len(buffer) < len(array):
+            buffer = np.empty(max(len(array), 2 * len(buffer)), np.int32)
+        np.copyto(buffer[: len(array)], array)
+        self._pending.put((buffer, len(array)))
+
+    def __exit__(self, *exc) -> None:
+        self._pending.put(None)
+        self._thread.join()
+        if self._error is not None and exc[0] is None:
+            raise self._error
+
+    def _run(self) -> None:
+        while (item := self._pending.get()) is not None:
+            buffer, length = item
+            if self._error is None:
+                try:
+                    buffer[:length].tofile(self._file)
+                except BaseException as e:  # surfaced to the producer by put/__exit__
+                    self._error = e
+            self._free.put(buffer)
 
 
 class _ProgressOffset:

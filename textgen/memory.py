@@ -23,3 +23,24 @@ def rss_mb() -> float:
 def peak_rss_mb() -> float:
     """Peak resident set size (VmHWM) of this process, MB."""
     return proc_status_mb("VmHWM")
+
+
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
+
+
+def pin_mmap_threshold(threshold_bytes: int = 256 << 10) -> bool:
+    """Keeps buffers above `threshold_bytes` in their own mmaps, returned to the OS when freed.
+
+    glibc raises its mmap threshold each time a large block is freed (up to 32 MB), after
+    which multi-MB chunk buffers come from the heap, fragment it and pin RSS that grows with
+    the corpus. Setting the threshold explicitly turns that adjustment off. Returns False where
+    glibc is not the allocator.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, threshold_bytes))
+    except (OSError, AttributeError):
+        return False

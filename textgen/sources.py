@@ -16,7 +16,7 @@ from pathlib import Path
 
 from textgen.errors import TextgenError
 
-CHUNK_BYTES = 4 << 20  # 4 MiB: amortizes numpy calls, keeps the decode buffers ~50 MB at most
+CHUNK_BYTES = 1 << 20  # 1 MiB: amortizes numpy calls; per-chunk buffers stay ~10 MB
 _GLOB_CHARS = set("*?[")
 
 

@@ -23,7 +23,7 @@ from textgen.checkpoints import Progress, TrainState, check_resumable
 from textgen.config import Config, TrainConfig
 from textgen.corpus import Index, index_corpus
 from textgen.errors import TextgenError
-from textgen.memory import rss_mb
+from textgen.memory import pin_mmap_threshold, rss_mb
 from textgen.rundir import RunDir
 from textgen.scoring import Scorer
 from textgen.windows import BatchPlan, TokenFile, WindowSpec, eval_starts, train_dataset
@@ -111,6 +111,7 @@ def train(
     """
     emit = on_event or (lambda kind, **data: None)
     stop = stop if stop is not None else StopFlag()
+    pin_mmap_threshold()  # batch buffers go back to the OS: RSS stays flat over a long run
     run = RunDir(cfg.train.out_dir)
     run.prepare()
     index, built = index_corpus(

@@ -1,0 +1,406 @@
+"""`Generator`: samples text from a run with one compiled loop over tokens, traced once.
+
+The trained layers are folded into a step model: the Embedding times the first LSTM's input
+kernel (plus bias) becomes one `[vocab, 4 * units]` table, so the first layer's input costs a
+gather; every other LSTM multiplies `[input, h]` by its stacked kernels in one matmul; the Dense
+layer gives the logits. One `tf.function` with a fixed input signature warms the state on the
+prompt (inside the graph, once for all samples) and then samples `length` tokens in a
+`tf.while_loop`, carrying the LSTM states. Temperature (0: greedy), top-k (0: off), top-p
+(1: off), the seed, the chunk's position and the number of samples are all tensors, so no call
+ever retraces. The function returns the LSTM states, so `stream` calls it again for the next
+chunk of the same samples. Each token's randomness is `stateless_fold_in(seed, position)`, so
+the text depends on the seed alone, not on how it is cut into chunks.
+
+An empty prompt starts the samples as if after a line break: the newline token is fed when the
+vocabulary has one; otherwise the samples start from the zero state.
+
+TensorFlow is imported lazily, so `check_sampling_args` can reject bad input without it.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from textgen.errors import TextgenError
+from textgen.tokenizers import UNKNOWN_ID, Tokenizer
+
+STREAM_CHUNK = 64  # tokens per compiled call when streaming: a line of text every few ms
+
+
+class UnknownCharsWarning(UserWarning):
+    """Prompt characters outside the vocabulary were mapped to the unknown id."""
+
+
+def check_sampling_args(
+    *,
+    length: int,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    num_samples: int,
+    prefix: str = "",
+) -> None:
+    """Rejects sampling arguments out of range; needs no TensorFlow.
+
+    Args:
+        length: Tokens per sample, >= 1.
+        temperature: >= 0 (0: greedy).
+        top_k: >= 0 (0: off).
+        top_p: In (0, 1] (1: off).
+        num_samples: >= 1.
+        prefix: Put before each argument's name in errors (`--` for the command line).
+
+    Raises:
+        TextgenError: naming the argument at fault.
+    """
+    rules = [
+        ("length", length, length >= 1, ">= 1"),
+        ("temperature", temperature, math.isfinite(temperature) and temperature >= 0, ">= 0"),
+        ("top-k" if prefix else "top_k", top_k, top_k >= 0, ">= 0"),
+        ("top-p" if prefix else "top_p", top_p, 0 < top_p <= 1, "in (0, 1]"),
+        ("num-samples" if prefix else "num_samples", num_samples, num_samples >= 1, ">= 1"),
+    ]
+    for name, value, ok, must in rules:
+        if not ok:
+            raise TextgenError(f"{name} must be {must}, got {value}", f"{prefix}{name}")
+
+
+def check_checkpoint(run_dir: str | Path, checkpoint: str) -> None:
+    """Says, without TensorFlow, that a run has no such checkpoint (as `rundir.load_model` would).
+
+    Raises:
+        TextgenError: no run dir, no config, or no checkpoint of that name.
+    """
+    from textgen.rundir import RunDir
+
+    run = RunDir(run_dir)
+    run.load_config()  # no dir, no config.yaml: its own error
+    has_ckpt = (run.checkpoints / "checkpoint").is_file()
+    if checkpoint in ("best", "latest"):
+        if not has_ckpt and not (checkpoint == "best" and run.best_model.is_file()):
+            raise TextgenError("the run has no checkpoint yet (train it first)", str(run.path))
+    elif not checkpoint or not Path(checkpoint + ".index").is_file():
+        raise TextgenError(
+            "unknown checkpoint: use best, latest or a path like RUN/checkpoints/ckpt-N", checkpoint
+        )
+
+
+def seed_pair(seed: int | None) -> np.ndarray:
+    """Two int32 words of a seed for stateless random ops; None draws a fresh random seed."""
+    if seed is None:
+        seed = secrets.randbits(62)
+    seed = int(seed) % (1 << 62)
+    return np.array([seed & 0x7FFFFFFF, seed >> 31], dtype=np.int32)  # (2,)
+
+
+class Generator:
+    """Samples from a trained model with temperature, top-k and top-p; batched and streamed.
+
+    Args:
+        model: ids [batch, time] -> logits [batch, time, vocab] from `build_model`.
+        tokenizer: The run's tokenizer.
+        config: The run's config (its `sample` section gives the CLI's defaults), if known.
+    """
+
+    def __init__(self, model, tokenizer: Tokenizer, *, config=None) -> None:
+        self.tokenizer = tokenizer
+        self.config = config
+        self.vocab_size = tokenizer.vocab_size
+        self.trace_count = 0  # Python-side executions of the traced body: 1 after any calls
+        self._step = _StepModel(model)
+        self._chunk = self._build_chunk_fn()
+        newline = np.asarray(tokenizer.encode("\n"), dtype=np.int32)
+        ok = len(newline) == 1 and newline[0] != UNKNOWN_ID
+        self._start_ids = newline if ok else np.zeros(0, np.int32)  # (1,) or (0,)
+        # Pieces that decode to U+FFFD alone (sentencepiece bytes of a multi-byte character):
+        # a stream holds a trailing run of them back until the character is complete.
+        self._partial = np.array(
+            ["\ufffd" in tokenizer.decode([i]) for i in range(self.vocab_size)], dtype=bool
+        )
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, checkpoint: str = "best") -> Generator:
+        """Loads a run's weights, tokenizer and config.
+
+        Args:
+            run_dir: The run dir (`train.out_dir`).
+            checkpoint: `best` (model.keras, else the latest checkpoint), `latest`, or a
+                checkpoint path prefix such as `RUN/checkpoints/ckpt-3`.
+
+        Raises:
+            TextgenError: a missing run or checkpoint, or an unreadable file.
+        """
+        from textgen.rundir import load_model
+
+        check_checkpoint(run_dir, checkpoint)
+        model, cfg, tokenizer = load_model(run_dir, checkpoint)
+        return cls(model, tokenizer, config=cfg)
+
+    def generate(
+        self,
+        prompt: str = "",
+        length: int = 500,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        num_samples: int = 1,
+        seed: int | None = None,
+        *,
+        on_unknown: Literal["error", "warn"] = "error",
+    ) -> list[str]:
+        """Samples `num_samples` continuations of `prompt` (the prompt itself not included).
+
+        Args:
+            prompt: Text to continue; empty starts after a line break.
+            length: Tokens per sample (characters for a char run).
+            temperature: Softmax temperature; 0 is greedy (argmax).
+            top_k: Sample among the k likeliest tokens; 0 is off.
+            top_p: Sample among the likeliest tokens whose probability sums to p; 1 is off.
+            num_samples: Samples drawn side by side, in one batch.
+            seed: The same seed gives the same text; None draws a random one.
+            on_unknown: Prompt characters outside the vocabulary: `error`, or `warn` and feed
+                them as the unknown id.
+
+        Returns:
+            One string per sample.
+
+        Raises:
+            TextgenError: an argument out of range or (`error`) unknown prompt characters.
+        """
+        pieces = [[] for _ in range(num_samples)]
+        chunks = self.stream(
+            prompt, length, temperature, top_k, top_p, num_samples, seed,
+            chunk_size=length, on_unknown=on_unknown,
+        )  # fmt: skip
+        for chunk in chunks:
+            for piece, text in zip(pieces, chunk, strict=True):
+                piece.append(text)
+        return ["".join(piece) for piece in pieces]
+
+    def stream(
+        self,
+        prompt: str = "",
+        length: int = 500,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        num_samples: int = 1,
+        seed: int | None = None,
+        *,
+        chunk_size: int = STREAM_CHUNK,
+        on_unknown: Literal["error", "warn"] = "error",
+    ) -> Iterator[list[str]]:
+        """Like `generate`, but yields the text as it is made: one string per sample per chunk.
+
+        Args:
+            chunk_size: Tokens per compiled call (the text is the same for any chunk size).
+            (the others as in `generate`)
+
+        Yields:
+            Lists of `num_samples` strings; joining a sample's strings gives its text.
+        """
+        check_sampling_args(
+            length=length, temperature=temperature, top_k=top_k, top_p=top_p,
+            num_samples=num_samples,
+        )  # fmt: skip
+        feed = self.encode_prompt(prompt, on_unknown=on_unknown)
+        feed = feed if len(feed) else self._start_ids  # (prompt tokens,)
+        states = self._step.zero_states(num_samples)  # (2 * layers, samples, units)
+        scalars = (np.float32(temperature), np.int32(top_k), np.float32(top_p))
+        seeds = seed_pair(seed)
+        held = [np.zeros(0, np.int32) for _ in range(num_samples)]
+        done = 0
+        while done < length:
+            size = min(max(chunk_size, 1), length - done)
+            tokens, states = self._chunk(
+                feed, states, np.int32(size), np.int32(done), *scalars, seeds
+            )  # (samples, size), (2 * layers, samples, units)
+            feed, done = feed[:0], done + size
+            texts = []
+            for i, row in enumerate(tokens.numpy()):
+                text, held[i] = self._detokenize(np.concatenate([held[i], row]))
+                texts.append(text)
+            yield texts
+        if any(len(h) for h in held):
+            yield [self.tokenizer.decode(h) for h in held]
+
+    def encode_prompt(
+        self, prompt: str, *, on_unknown: Literal["error", "warn"] = "error"
+    ) -> np.ndarray:
+        """Prompt ids; characters outside the vocabulary raise or warn (`on_unknown`)."""
+        ids = np.asarray(self.tokenizer.encode(prompt), dtype=np.int32)  # (tokens,)
+        if not (ids == UNKNOWN_ID).any():
+            return ids
+        missing = [c for c in dict.fromkeys(prompt) if UNKNOWN_ID in self.tokenizer.encode(c)]
+        listed = " ".join(f"{c!r} (U+{ord(c):04X})" for c in missing[:20])
+        more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
+        what = f"prompt characters outside the model's vocabulary: {listed}{more}"
+        if on_unknown != "warn":
+            raise TextgenError(what, "prompt")
+        warnings.warn(f"{what}; fed as the unknown token", UnknownCharsWarning, stacklevel=3)
+        return ids
+
+    def _detokenize(self, ids: np.ndarray) -> tuple[str, np.ndarray]:
+        """Text of `ids` except a trailing run of partial pieces, which are returned held."""
+        keep = len(ids)
+        while keep and self._partial[ids[keep - 1]]:
+            keep -= 1
+        return self.tokenizer.decode(ids[:keep]), ids[keep:]
+
+    def _build_chunk_fn(self):
+        """The one compiled function: warm up on `feed`, then sample `length` tokens."""
+        import tensorflow as tf
+
+        step = self._step
+        spec = tf.TensorSpec
+
+        @tf.function(
+            input_signature=[
+                spec((None,), tf.int32),  # feed: tokens to read first (prompt; empty later)
+                spec((2 * step.layers, None, step.units), tf.float32),  # states: (h, c) per layer
+                spec((), tf.int32),  # length: tokens to sample
+                spec((), tf.int32),  # position: tokens sampled before this chunk
+                spec((), tf.float32),  # temperature
+                spec((), tf.int32),  # top_k
+                spec((), tf.float32),  # top_p
+                spec((2,), tf.int32),  # seed
+            ]
+        )
+        def chunk(feed, states, length, position, temperature, top_k, top_p, seed):
+            self.trace_count += 1  # runs only while tracing
+            states = tf.cond(tf.size(feed) > 0, lambda: step.warm_up(feed, states), lambda: states)
+            samples = tf.shape(states)[1]
+            out = tf.TensorArray(tf.int32, size=length)  # (length, samples)
+
+            def body(i, out, *carry):
+                logits = step.logits(carry)  # (samples, vocab)
+                key = tf.random.experimental.stateless_fold_in(seed, position + i)
+                token = sample_logits(logits, temperature, top_k, top_p, key)  # (samples,)
+                return (i + 1, out.write(i, token), *step.advance(token, carry))
+
+            loop = tf.while_loop(
+                lambda i, *_: i < length,
+                body,
+                (tf.constant(0), out, *tf.unstack(states, 2 * step.layers)),
+            )
+            tokens = tf.reshape(tf.transpose(loop[1].stack()), [samples, length])
+            return tokens, tf.stack(loop[2:])  # (samples, length), states
+
+        return chunk
+
+
+class _StepModel:
+    """The trained layers as one-token-at-a-time tensors: a gather, matmuls, the LSTM gates."""
+
+    def __init__(self, model) -> None:
+        import tensorflow as tf
+
+        from textgen.model import lstm_layers
+
+        embedding = model.get_layer("embedding").embeddings  # (vocab, embedding_dim)
+        cells = [layer.cell for layer in lstm_layers(model)]
+        if not cells:
+            raise TextgenError("the model has no LSTM layer", model.name)
+        dense = model.get_layer("logits")
+
+        def f32(x):
+            return tf.cast(tf.convert_to_tensor(x), tf.float32)
+
+        first = cells[0]
+        bias0 = f32(first.bias) if first.use_bias else 0.0
+        self.table = tf.matmul(f32(embedding), f32(first.kernel)) + bias0  # (vocab, 4 * units)
+        self.recurrent0 = f32(first.recurrent_kernel)  # (units, 4 * units)
+        self.kernels = [  # (2 * units, 4 * units): [input; h] stacked
+            tf.concat([f32(c.kernel), f32(c.recurrent_kernel)], axis=0) for c in cells[1:]
+        ]
+        self.biases = [f32(c.bias) if c.use_bias else 0.0 for c in cells[1:]]  # (4 * units,)
+        self.activations = [(c.activation, c.recurrent_activation) for c in cells]
+        self.dense_kernel = f32(dense.kernel)  # (units, vocab)
+        self.dense_bias = f32(dense.bias) if dense.use_bias else 0.0  # (vocab,)
+        self.layers, self.units = len(cells), int(first.units)
+
+    def zero_states(self, samples: int) -> np.ndarray:
+        """Zero (h, c) of every layer: (2 * layers, samples, units)."""
+        return np.zeros((2 * self.layers, samples, self.units), np.float32)
+
+    def advance(self, token, carry: tuple) -> list:
+        """Reads one token per sample; carry is (h0, c0, h1, c1, ...), each (samples, units)."""
+        import tensorflow as tf
+
+        new = []
+        below = None
+        for layer in range(self.layers):
+            h, c = carry[2 * layer], carry[2 * layer + 1]
+            if layer == 0:
+                z = tf.gather(self.table, token) + tf.matmul(h, self.recurrent0)
+            else:
+                joined = tf.concat([below, h], axis=1)  # (samples, 2 * units)
+                z = tf.matmul(joined, self.kernels[layer - 1]) + self.biases[layer - 1]
+            act, rec_act = self.activations[layer]
+            z_i, z_f, z_c, z_o = tf.split(z, 4, axis=1)  # (samples, units) each
+            c = rec_act(z_f) * c + rec_act(z_i) * act(z_c)
+            h = rec_act(z_o) * act(c)
+            new += [h, c]
+            below = h
+        return new
+
+    def logits(self, carry) -> object:
+        """Next-token logits from the top layer's h: (samples, vocab)."""
+        import tensorflow as tf
+
+        return tf.matmul(carry[-2], self.dense_kernel) + self.dense_bias
+
+    def warm_up(self, feed, states):
+        """Reads the prompt once for all samples (they share the state at the start)."""
+        import tensorflow as tf
+
+        samples = tf.shape(states)[1]
+        first = tuple(tf.unstack(states[:, :1], 2 * self.layers))  # (1, units) each
+
+        def body(t, *carry):
+            return (t + 1, *self.advance(feed[t : t + 1], carry))
+
+        loop = tf.while_loop(lambda t, *_: t < tf.size(feed), body, (tf.constant(0), *first))
+        return tf.tile(tf.stack(loop[1:]), [1, samples, 1])  # (2 * layers, samples, units)
+
+
+def sample_logits(logits, temperature, top_k, top_p, seed):
+    """One token per row: greedy at temperature 0, else temperature, top-k, top-p, then sample.
+
+    The unknown id is never drawn. Ties at the top-k / top-p cut-off are all kept.
+
+    Args:
+        logits: (rows, vocab) float32.
+        temperature, top_k, top_p: Scalars (0, 0 and 1 switch each off).
+        seed: (2,) int32 for the stateless draw.
+
+    Returns:
+        (rows,) int32 token ids.
+    """
+    import tensorflow as tf
+
+    vocab = tf.shape(logits)[1]
+    ranks = tf.range(vocab)  # (vocab,)
+    logits = tf.where(ranks == UNKNOWN_ID, -np.inf, logits)  # (rows, vocab)
+
+    def draw():
+        scaled = logits / temperature
+        ordered = tf.sort(scaled, axis=1, direction="DESCENDING")  # (rows, vocab)
+        k = tf.where(top_k > 0, tf.minimum(top_k, vocab), vocab)
+        in_k = ranks < k  # (vocab,)
+        probs = tf.nn.softmax(tf.where(in_k, ordered, -np.inf))  # (rows, vocab)
+        before = tf.cumsum(probs, axis=1, exclusive=True)  # mass of the likelier tokens
+        keep = in_k & ((before < top_p) | (top_p >= 1.0))  # a prefix; rank 0 always kept
+        count = tf.reduce_sum(tf.cast(keep, tf.int32), axis=1)  # (rows,) >= 1
+        cutoff = tf.gather(ordered, count - 1, batch_dims=1)[:, None]  # (rows, 1)
+        filtered = tf.where(scaled >= cutoff, scaled, -np.inf)  # (rows, vocab)
+        return tf.random.stateless_categorical(filtered, 1, seed, dtype=tf.int32)[:, 0]
+
+    return tf.cond(temperature > 0, draw, lambda: tf.argmax(logits, axis=1, output_type=tf.int32))

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from textgen.errors import TextgenError
 
@@ -30,9 +31,31 @@ def config_parser(prog: str, description: str) -> ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Points fd 2 at /dev/null for a moment: TensorFlow's C++ start-up lines bypass its log level.
+
+    Kept when the user asks for TensorFlow's logs with TF_CPP_MIN_LOG_LEVEL=0 or 1.
+    """
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") in ("0", "1"):
+        yield
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def quiet_tensorflow() -> None:
-    """Silences TensorFlow's C++ start-up chatter unless the user asked for it."""
+    """Imports TensorFlow without its C++ start-up chatter, unless the user asked for it."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with native_stderr_silenced():
+        import tensorflow  # noqa: F401
 
 
 def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> None:

@@ -20,8 +20,18 @@ def make_strategy(kind: str):
     """
     import tensorflow as tf
 
+    from textgen.cli import native_stderr_silenced
+
     if kind == "multi_worker":
         validate_tf_config(os.environ.get("TF_CONFIG"))
+    with native_stderr_silenced():  # device discovery logs "failed call to cuInit" on CPU hosts
+        strategy = _strategy(kind, tf)
+        tf.config.list_logical_devices()
+    return strategy
+
+
+def _strategy(kind: str, tf):
+    if kind == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     if kind == "mirrored":
         gpus = tf.config.list_logical_devices("GPU")
@@ -65,3 +75,33 @@ def is_chief(strategy) -> bool:
         return True
     has_chief = "chief" in resolver.cluster_spec().as_dict()
     return task_type == "chief" or (not has_chief and task_type == "worker" and task_id == 0)
+
+
+_STOP_REASONS = (None, "max_time", "interrupted")  # by priority
+
+
+def agree_on_stop(strategy, reason: str | None) -> str | None:
+    """Makes every worker take the same decision to stop (the most urgent reason of any).
+
+    A worker that stopped alone would leave the others waiting in the next all-reduce forever.
+    """
+    if num_workers(strategy) <= 1:
+        return reason
+    import tensorflow as tf
+
+    votes = [float(reason == r) for r in _STOP_REASONS]  # one-hot; tf.distribute has no MAX
+    values = strategy.experimental_distribute_values_from_function(
+        lambda context: tf.constant(votes, tf.float32)
+    )
+    totals = strategy.reduce("SUM", values, axis=None).numpy()
+    return max((r for r, n in zip(_STOP_REASONS, totals, strict=True) if n > 0 and r), default=None,
+               key=_STOP_REASONS.index)  # fmt: skip
+
+
+def num_workers(strategy) -> int:
+    """Number of worker processes the strategy spans (1 unless multi-worker)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None:
+        return 1
+    spec = resolver.cluster_spec().as_dict()
+    return sum(len(tasks) for kind, tasks in spec.items() if kind in ("worker", "chief")) or 1

@@ -58,21 +58,24 @@ class _Printer:
         self.train_bar.close()
         print(f"--- sample at temperature {temperature}:\n{text}\n---", flush=True)
 
-    def on_stop(self, reason: str, step: int, epoch: int, checkpoint: str | None) -> None:
+    def on_stop(self, reason: str, step: int, epoch: int, checkpoint: str | None, weights: str):
         self.train_bar.close()
-        print(f"stopped ({reason}) at step {step:,}, epoch {epoch}; checkpoint {checkpoint}")
+        saved = f"; checkpoint {checkpoint}" if checkpoint else ""
+        print(f"stopped ({reason}) at step {step:,}, epoch {epoch}{saved}; weights {weights}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Trains the config's run; exit 130 after Ctrl-C, with a checkpoint saved."""
     parser = cli.config_parser("textgen.train", "Train (or resume) a character LSTM.")
     args = parser.parse_args(argv)
-    cli.quiet_tensorflow()
 
     from textgen.config import load_config
-    from textgen.trainer import StopFlag, train
 
     cfg = load_config(args.config, args.overrides)
+    cli.quiet_tensorflow()
+
+    from textgen.trainer import StopFlag, train
+
     sys.stdout.reconfigure(encoding="utf-8", errors="replace")
     stop = StopFlag()
     with stop.on_sigint():

@@ -10,8 +10,11 @@ through `on_event(kind, **data)`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +25,7 @@ from typing import Any
 from textgen.checkpoints import Progress, TrainState, check_resumable
 from textgen.config import Config, TrainConfig
 from textgen.corpus import Index, index_corpus
+from textgen.distribute import agree_on_stop, is_chief, make_strategy
 from textgen.errors import TextgenError
 from textgen.memory import pin_mmap_threshold, rss_mb
 from textgen.rundir import RunDir
@@ -113,22 +117,30 @@ def train(
     stop = stop if stop is not None else StopFlag()
     pin_mmap_threshold()  # batch buffers go back to the OS: RSS stays flat over a long run
     run = RunDir(cfg.train.out_dir)
-    run.prepare()
+    run.prepare()  # every worker: the chief writes here, the others read its checkpoints
     index, built = index_corpus(
         cfg.data,
         min_split_tokens=cfg.windows.maxlen + 1,
         progress=lambda done, total: emit("index", done=done, total=total),
     )
     emit("indexed", built=built, counts=index.meta["counts"], directory=str(index.directory))
-    if cfg.train.fresh:
+    # Before TensorFlow is imported: a bad batch size fails at once, with nothing else on stderr.
+    _check_batch_fits(
+        WindowSpec(len(index.train), cfg.windows.maxlen, cfg.windows.step, cfg.windows.target),
+        cfg.train.batch_size,
+    )
+    # Multi-worker strategies must exist before TensorFlow runs anything else.
+    strategy = make_strategy(cfg.train.distribute)
+    chief = is_chief(strategy)
+    if cfg.train.fresh and chief:
         run.clear()
         run.prepare()
     resume_from = run.latest_checkpoint()
-    if resume_from:
-        notes = check_resumable(run, cfg, index.tokenizer)
-    run.save_config(cfg)
-    index.tokenizer.save(run.path)
-    session = _Session(cfg, run, index, emit)
+    notes = check_resumable(run, cfg, index.tokenizer) if resume_from else []
+    if chief:
+        run.save_config(cfg)
+        index.tokenizer.save(run.path)
+    session = _Session(cfg, run, index, emit, strategy=strategy, chief=chief)
     progress = session.state.restore(resume_from) if resume_from else Progress()
     if resume_from:
         emit("resume", checkpoint=resume_from, step=progress.step, epoch=progress.epoch,
@@ -138,14 +150,25 @@ def train(
     return session.run(progress, stop)
 
 
+def _check_batch_fits(spec: WindowSpec, batch_size: int) -> None:
+    """Refuses a global batch larger than the split's windows (an epoch of zero steps)."""
+    if spec.count < batch_size:
+        raise TextgenError(
+            f"train.batch_size {batch_size} is larger than the {spec.count} training "
+            "windows; lower train.batch_size or windows.step, or use a larger corpus",
+            "train.batch_size",
+        )
+
+
 class _Session:
     """Everything one `train` call builds: strategy, model, optimizer, data, compiled steps."""
 
-    def __init__(self, cfg: Config, run: RunDir, index: Index, emit: EventHandler) -> None:
+    def __init__(
+        self, cfg: Config, run: RunDir, index: Index, emit: EventHandler, *, strategy, chief: bool
+    ) -> None:
         import keras
         import tensorflow as tf
 
-        from textgen.distribute import is_chief, make_strategy
         from textgen.model import build_model
 
         self.cfg, self.run_dir, self.index, self.emit = cfg, run, index, emit
@@ -154,20 +177,14 @@ class _Session:
         if tc.deterministic:
             tf.config.experimental.enable_op_determinism()
         keras.mixed_precision.set_global_policy(tc.mixed_precision)
-        self.strategy = make_strategy(tc.distribute)
-        self.chief = is_chief(self.strategy)
+        self.strategy, self.chief = strategy, chief
         self.train_tokens = TokenFile(index.directory / "train.npy")
         self.val_tokens = TokenFile(index.directory / "val.npy")
         spec = WindowSpec(len(self.train_tokens), cfg.windows.maxlen, cfg.windows.step,
                           cfg.windows.target)  # fmt: skip
         self.plan = BatchPlan(spec, tc.batch_size, tc.seed,
                               num_shards=self.strategy.num_replicas_in_sync)  # fmt: skip
-        if self.plan.batches_per_epoch == 0:
-            raise TextgenError(
-                f"train.batch_size {tc.batch_size} is larger than the {spec.count} training "
-                "windows; lower train.batch_size or windows.step, or use a larger corpus",
-                "train.batch_size",
-            )
+        _check_batch_fits(spec, tc.batch_size)
         self.steps_per_epoch = min(tc.steps_per_epoch or 2**62, self.plan.batches_per_epoch)
         self.total_steps = tc.epochs * self.steps_per_epoch
         if tc.max_steps:
@@ -180,7 +197,9 @@ class _Session:
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             optimizer.build(self.model.trainable_variables)
             self.optimizer = optimizer
-            self.state = TrainState(self.model, optimizer, run.checkpoints)
+            # Non-chief workers must save too (saving may run collectives), but to a scratch dir.
+            self.scratch = None if chief else tempfile.mkdtemp(prefix="textgen-worker-")
+            self.state = TrainState(self.model, optimizer, self.scratch or run.checkpoints)
         self.scorer = Scorer(self.model, index.tokenizer.token_char_lengths(), cfg.windows.maxlen)
         counts = index.meta["counts"]
         self.chars_per_token = counts["chars"] / max(counts["tokens"], 1)
@@ -219,23 +238,33 @@ class _Session:
                     reason = (
                         "max_steps" if tc.max_steps and progress.step >= tc.max_steps else "done"
                     )
-                elif stop:
-                    reason = "interrupted"
-                elif tc.max_time and self.clock.elapsed() >= tc.max_time:
-                    reason = "max_time"
+                elif reason := agree_on_stop(self.strategy, self._local_stop(stop)):
+                    break
                 else:
                     steps = self._next_call_size(progress)
                     loss = float(self._train_calls(iterator, tf.constant(steps, tf.int32)))
                     reason, metrics = self._after_call(progress, steps, loss, metrics)
         finally:
-            if progress.step > self.clock.start_step or not self.run_dir.best_model.exists():
+            if progress.step > self.clock.start_step:
                 self.state.save(progress)
+            if self.chief and progress.step > 0 and not self.run_dir.best_model.exists():
+                self._save_best_model()  # promised once a step is trained, evaluated or not
+            if self.scratch:
+                shutil.rmtree(self.scratch, ignore_errors=True)
         if reason in ("done", "max_steps", "early_stop") and progress.step > 0:
             metrics = self._evaluate(progress, loss, final=True)
         self.emit("stop", reason=reason, step=progress.step, epoch=progress.epoch,
-                  checkpoint=self.state.manager.latest_checkpoint)  # fmt: skip
+                  checkpoint=self.state.manager.latest_checkpoint if self.chief else None,
+                  weights=weights_fingerprint(self.model))  # fmt: skip
         return TrainResult(self.run_dir.path, progress.step, progress.epoch, reason,
                            progress.best_val_loss, metrics)  # fmt: skip
+
+    def _local_stop(self, stop: StopFlag) -> str | None:
+        """This process's reason to stop before the next call, if any."""
+        if stop:
+            return "interrupted"
+        max_time = self.cfg.train.max_time
+        return "max_time" if max_time and self.clock.elapsed() >= max_time else None
 
     def _after_call(self, progress: Progress, steps: int, loss: float, metrics):
         """Advances the counters, then evaluates, samples and checkpoints when due."""
@@ -334,6 +363,14 @@ class _Session:
             self.emit("sample", temperature=temperature, text=sc.prompt + text)
         with open(self.run_dir.samples, "a", encoding="utf-8") as f:
             f.write("\n".join(lines) + "\n\n")
+
+
+def weights_fingerprint(model) -> str:
+    """A short SHA-256 of every weight's bytes: equal on workers and on reproduced runs."""
+    digest = hashlib.sha256()
+    for weight in model.get_weights():
+        digest.update(weight.tobytes())
+    return digest.hexdigest()[:16]
 
 
 class _Clock:

@@ -140,14 +140,21 @@ def train(
     if chief:
         run.save_config(cfg)
         index.tokenizer.save(run.path)
-    session = _Session(cfg, run, index, emit, strategy=strategy, chief=chief)
-    progress = session.state.restore(resume_from) if resume_from else Progress()
-    if resume_from:
-        emit("resume", checkpoint=resume_from, step=progress.step, epoch=progress.epoch,
-             batch=progress.batch, notes=notes)  # fmt: skip
-    else:
-        emit("start", steps=session.total_steps, params=session.model.count_params())
-    return session.run(progress, stop)
+    import keras
+
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(cfg.train.mixed_precision)
+    try:
+        session = _Session(cfg, run, index, emit, strategy=strategy, chief=chief)
+        progress = session.state.restore(resume_from) if resume_from else Progress()
+        if resume_from:
+            emit("resume", checkpoint=resume_from, step=progress.step, epoch=progress.epoch,
+                 batch=progress.batch, notes=notes)  # fmt: skip
+        else:
+            emit("start", steps=session.total_steps, params=session.model.count_params())
+        return session.run(progress, stop)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)  # leave the process as it was
 
 
 def _check_batch_fits(spec: WindowSpec, batch_size: int) -> None:
@@ -176,7 +183,6 @@ class _Session:
         keras.utils.set_random_seed(tc.seed)
         if tc.deterministic:
             tf.config.experimental.enable_op_determinism()
-        keras.mixed_precision.set_global_policy(tc.mixed_precision)
         self.strategy, self.chief = strategy, chief
         self.train_tokens = TokenFile(index.directory / "train.npy")
         self.val_tokens = TokenFile(index.directory / "val.npy")

@@ -1,0 +1,65 @@
+"""The sweep behind configs/base.yaml: val bpc reached in equal wall time; prints one JSON object.
+
+    python scripts/sweep_base.py [--seconds 300] [--candidates NAME,...]
+
+Each candidate trains on the default corpus for the same wall time (`train.max_time`), with the
+same constant learning rate, in a fresh process, one after another; the final evaluation covers
+all of val. The winner, with a cosine schedule sized to the real budget, becomes configs/base.yaml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+CANDIDATES = {
+    "2x512": ["model.units=512", "model.layers=2"],
+    "2x384": ["model.units=384", "model.layers=2"],
+    "2x256": ["model.units=256", "model.layers=2"],
+    "1x512": ["model.units=512", "model.layers=1"],
+    "3x256": ["model.units=256", "model.layers=3"],
+    "2x256_b128": ["model.units=256", "model.layers=2", "train.batch_size=128"],
+}
+
+
+def run(name: str, seconds: float, workdir: Path) -> dict:
+    """Trains one candidate for `seconds`; returns its final metrics."""
+    out = workdir / name
+    words = [*CANDIDATES[name], f"train.out_dir={out}", f"train.max_time={seconds}",
+             "train.lr_schedule=constant", "train.epochs=50", "train.fresh=true",
+             "train.eval_every=100000", "train.checkpoint_every=100000"]  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
+    cmd = [sys.executable, "-m", "textgen.train", "configs/base.yaml", *words]
+    subprocess.run(cmd, cwd=REPO, env=env, check=True, capture_output=True)
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    final = [json.loads(line) for line in lines if json.loads(line)["final"]][-1]
+    keys = ("step", "epoch", "loss", "val_bpc", "chars_per_sec", "rss_mb")
+    return {"name": name, **{k: final[k] for k in keys}}
+
+
+def main() -> None:
+    """Runs the candidates one after another and prints one JSON object."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=300)
+    parser.add_argument("--candidates", default=",".join(CANDIDATES))
+    parser.add_argument("--workdir", default=None)
+    args = parser.parse_args()
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="sweep_base_"))
+    rows = []
+    for name in args.candidates.split(","):
+        rows.append(run(name, args.seconds, workdir))
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    best = min(rows, key=lambda r: r["val_bpc"])
+    print(json.dumps({"sweep": "base", "seconds_each": args.seconds, "rows": rows,
+                      "best": best["name"]}))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

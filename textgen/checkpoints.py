@@ -67,7 +67,8 @@ class TrainState:
 
         try:
             self.checkpoint.restore(path).assert_existing_objects_matched()
-        except (tf.errors.OpError, ValueError, AssertionError) as e:
+        # IndexError: a truncated .data file ("Read less bytes than requested").
+        except (tf.errors.OpError, ValueError, AssertionError, IndexError) as e:
             reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
             raise TextgenError(
                 f"cannot restore checkpoint ({reason}); set train.fresh=true to start over, "

@@ -53,7 +53,8 @@ def native_stderr_silenced() -> Iterator[None]:
 
 def quiet_tensorflow() -> None:
     """Imports TensorFlow without its C++ start-up chatter, unless the user asked for it."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # 3: TensorFlow's C++ errors too (e.g. oneDNN's int32 notice); failures still raise in Python.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with native_stderr_silenced():
         import tensorflow  # noqa: F401
 

@@ -41,10 +41,17 @@ class RunDir:
     samples = property(lambda self: self.path / "samples.txt")
     tensorboard = property(lambda self: self.path / "tensorboard")
 
-    def prepare(self) -> None:
-        """Creates the run dir, or says why it cannot."""
+    def check_usable(self) -> None:
+        """Raises if the run dir cannot be one (a file is in the way); creates nothing."""
         if self.path.exists() and not self.path.is_dir():
             raise TextgenError("train.out_dir exists and is not a directory", str(self.path))
+        parent = next((p for p in self.path.absolute().parents if p.exists()), None)
+        if parent is not None and not parent.is_dir():
+            raise TextgenError(f"cannot create the run dir: {parent} is a file", str(self.path))
+
+    def prepare(self) -> None:
+        """Creates the run dir, or says why it cannot."""
+        self.check_usable()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             self.checkpoints.mkdir(exist_ok=True)
@@ -151,6 +158,6 @@ def load_model(run_dir: str | Path, checkpoint: str = "best"):
     model = build_model(cfg.model, tokenizer.vocab_size)
     try:
         tf.train.Checkpoint(model=model).restore(path).expect_partial()
-    except (tf.errors.OpError, ValueError, AssertionError) as e:
+    except (tf.errors.OpError, ValueError, AssertionError, IndexError) as e:
         raise TextgenError(f"corrupt checkpoint: {e.__class__.__name__}", path) from None
     return model, cfg, tokenizer

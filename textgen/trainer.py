@@ -117,7 +117,7 @@ def train(
     stop = stop if stop is not None else StopFlag()
     pin_mmap_threshold()  # batch buffers go back to the OS: RSS stays flat over a long run
     run = RunDir(cfg.train.out_dir)
-    run.prepare()  # every worker: the chief writes here, the others read its checkpoints
+    run.check_usable()  # fail before indexing, but create nothing until the inputs are known good
     index, built = index_corpus(
         cfg.data,
         min_split_tokens=cfg.windows.maxlen + 1,
@@ -134,7 +134,7 @@ def train(
     chief = is_chief(strategy)
     if cfg.train.fresh and chief:
         run.clear()
-        run.prepare()
+    run.prepare()  # every worker: the chief writes here, the others read its checkpoints
     resume_from = run.latest_checkpoint()
     notes = check_resumable(run, cfg, index.tokenizer) if resume_from else []
     if chief:
@@ -257,7 +257,7 @@ class _Session:
                 self._save_best_model()  # promised once a step is trained, evaluated or not
             if self.scratch:
                 shutil.rmtree(self.scratch, ignore_errors=True)
-        if reason in ("done", "max_steps", "early_stop") and progress.step > 0:
+        if reason != "interrupted" and progress.step > 0:  # Ctrl-C means: exit now
             metrics = self._evaluate(progress, loss, final=True)
         self.emit("stop", reason=reason, step=progress.step, epoch=progress.epoch,
                   checkpoint=self.state.manager.latest_checkpoint if self.chief else None,

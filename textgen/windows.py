@@ -54,6 +54,8 @@ class TokenFile:
     def read(self, starts: np.ndarray, span: int) -> np.ndarray:
         """Returns ids[s : s + span] for each start s."""
         out = np.empty((len(starts), span), dtype=np.int32)  # (windows, span)
+        if out.size == 0:
+            return out  # memoryview cannot cast an empty array
         view = memoryview(out).cast("B")
         row_bytes = span * 4
         for i, start in enumerate(starts.tolist()):

@@ -18,7 +18,8 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse whose errors are TextgenErrors (one line, exit 2) instead of usage dumps."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise TextgenError(message, f"usage: {self.format_usage().strip()[7:]}")
+        usage = " ".join(self.format_usage().split()[1:])  # argparse wraps long usage lines
+        raise TextgenError(message, f"usage: {usage}")
 
 
 def config_parser(prog: str, description: str) -> ArgumentParser:

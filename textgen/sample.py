@@ -1,0 +1,118 @@
+"""`python -m textgen.sample RUN_DIR [--prompt ...] [--length N] ...`: generate text from a run.
+
+Streams one sample to stdout as it is generated (several samples are printed when done, each
+after a `--- sample i ---` line). Output is UTF-8 whatever the terminal's encoding. Options not
+given come from the run's `sample` config section; the same `--seed` gives the same text.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Sequence
+
+from textgen import cli
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Samples from a run; prints the prompt followed by the generated text."""
+    parser = cli.ArgumentParser(
+        prog="textgen.sample",
+        usage="textgen.sample RUN_DIR [--prompt TEXT] [--length N] [options]",  # one line
+        description="Generate text from a run.",
+    )
+    parser.add_argument("run_dir", help="the run dir (train.out_dir)")
+    parser.add_argument("--prompt", help="text to continue (default: sample.prompt)")
+    parser.add_argument("--length", type=int, help="tokens per sample (default: sample.length)")
+    parser.add_argument("--temperature", type=float, help="0 is greedy (sample.temperature)")
+    parser.add_argument("--top-k", type=int, help="keep the k likeliest tokens; 0 is off")
+    parser.add_argument("--top-p", type=float, help="keep the likeliest mass p; 1 is off")
+    parser.add_argument("--num-samples", type=int, default=1, help="samples to draw (default 1)")
+    parser.add_argument("--seed", type=int, help="the same seed gives the same text")
+    parser.add_argument(
+        "--checkpoint", default="best", help="best, latest or RUN/checkpoints/ckpt-N"
+    )
+    parser.add_argument(
+        "--allow-unknown",
+        action="store_true",
+        help="feed prompt characters outside the vocabulary as unknown (with a warning)",
+    )
+    parser.add_argument("--no-prompt-echo", action="store_true", help="print only new text")
+    args = parser.parse_args(argv)
+
+    from textgen.generate import Generator, check_checkpoint, check_sampling_args, encode_prompt
+    from textgen.rundir import RunDir
+
+    explicit = {k: v for k, v in _sampling_args(args).items() if v is not None}
+    check_sampling_args(**{**_NEUTRAL, **explicit}, prefix="--")  # before anything slow
+    run = RunDir(args.run_dir)
+    cfg = run.load_config()
+    defaults = cfg.sample
+    options = {**{k: getattr(defaults, k) for k in _NEUTRAL if k != "num_samples"}, **explicit}
+    check_sampling_args(**options, prefix="--")
+    check_checkpoint(args.run_dir, args.checkpoint)
+    prompt = args.prompt if args.prompt is not None else defaults.prompt
+    if not args.allow_unknown:
+        encode_prompt(run.load_tokenizer(cfg.data.tokenizer), prompt)  # raises on unknown chars
+
+    cli.quiet_tensorflow()
+    generator = Generator.from_run(args.run_dir, args.checkpoint)
+    out = _utf8_stdout()
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        _write(out, generator, prompt, args, options)
+    return 0
+
+
+def _write(out, generator, prompt: str, args, options: dict) -> None:
+    """Streams one sample (or prints several when done), flushing every chunk."""
+    chunks = generator.stream(
+        prompt,
+        seed=args.seed,
+        on_unknown="warn" if args.allow_unknown else "error",
+        **options,
+    )
+    if options["num_samples"] == 1:
+        out.write("" if args.no_prompt_echo else prompt)
+        for chunk in chunks:
+            out.write(chunk[0])
+            out.flush()
+        out.write("\n")
+    else:
+        texts = ["".join(parts) for parts in zip(*chunks, strict=True)]
+        for i, text in enumerate(texts, 1):
+            out.write(f"--- sample {i} ---\n{'' if args.no_prompt_echo else prompt}{text}\n")
+    out.flush()
+
+
+# Values that pass every check; stand-ins for options that are not given yet.
+_NEUTRAL = {"length": 1, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "num_samples": 1}
+
+
+def _sampling_args(args) -> dict:
+    return {
+        "length": args.length,
+        "temperature": args.temperature,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
+        "num_samples": args.num_samples,
+    }
+
+
+def _utf8_stdout():
+    """sys.stdout, switched to UTF-8 if the terminal's encoding is something else."""
+    stream = sys.stdout
+    encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+    if encoding != "utf8" and hasattr(stream, "reconfigure"):
+        stream.reconfigure(encoding="utf-8", errors="replace")
+    return stream
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line: `textgen: warning: ...`."""
+    sys.stdout.flush()
+    print(f"textgen: warning: {message}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -157,6 +157,27 @@ def test_no_retracing_across_varied_calls(tmp_path: Path) -> None:
     assert gen._chunk.experimental_get_tracing_count() == 1
 
 
+def test_refresh_follows_new_weights_without_retracing(tmp_path: Path) -> None:
+    import keras
+
+    from textgen.rundir import load_model
+
+    untrained, _, _ = load_model(make_run(tmp_path / "before", PATTERN, steps=1))
+    trained, _, tokenizer = load_model(make_run(tmp_path / "after", PATTERN, steps=150))
+    model = keras.models.clone_model(untrained)
+    model.set_weights(untrained.get_weights())
+    gen = Generator(model, tokenizer)
+    before = gen.generate(prompt="abc", length=40, temperature=0.0)[0]
+    model.set_weights(trained.get_weights())  # what the trainer does between epochs
+    gen.refresh()
+    after = gen.generate(prompt="abc", length=40, temperature=0.0)[0]
+    assert (
+        after == Generator(trained, tokenizer).generate(prompt="abc", length=40, temperature=0)[0]
+    )
+    assert after != before
+    assert gen.trace_count == 1
+
+
 def test_unknown_prompt_characters(pattern: Generator) -> None:
     with pytest.raises(TextgenError, match=r"'Q' \(U\+0051\).*'ß' \(U\+00DF\)"):
         pattern.generate("aQbßQ", 5)

@@ -154,6 +154,10 @@ class Generator:
             ["\ufffd" in tokenizer.decode([i]) for i in range(self.vocab_size)], dtype=bool
         )
 
+    def refresh(self) -> None:
+        """Picks up the model's current weights (the trainer samples after each epoch)."""
+        self._step.refresh()
+
     @classmethod
     def from_run(
         cls, run_dir: str | Path, checkpoint: str = "best", *, jit_compile: bool = False
@@ -342,24 +346,52 @@ class _StepModel:
             raise TextgenError("the model has no LSTM layer", model.name)
         dense = model.get_layer("logits")
 
+        # Variables, not constants: `refresh` can load newer weights without retracing.
+        self._cells, self._embedding, self._dense = cells, embedding, dense
+        folded = self._fold()
+        self.table, self.recurrent0, self.dense_kernel, self.dense_bias = (
+            tf.Variable(folded[k], trainable=False)
+            for k in ("table", "recurrent0", "dense_kernel", "dense_bias")
+        )
+        self.kernels = [tf.Variable(k, trainable=False) for k in folded["kernels"]]
+        self.biases = [tf.Variable(b, trainable=False) for b in folded["biases"]]
+        self.activations = [(c.activation, c.recurrent_activation) for c in cells]
+        self.layers, self.units = len(cells), int(cells[0].units)
+
+    def refresh(self) -> None:
+        """Reloads the folded weights from the model (e.g. after more training)."""
+        folded = self._fold()
+        for name in ("table", "recurrent0", "dense_kernel", "dense_bias"):
+            getattr(self, name).assign(folded[name])
+        for variable, value in zip(self.kernels, folded["kernels"], strict=True):
+            variable.assign(value)
+        for variable, value in zip(self.biases, folded["biases"], strict=True):
+            variable.assign(value)
+
+    def _fold(self) -> dict:
+        """The step tensors from the model's current weights."""
+        import tensorflow as tf
+
         def f32(x):
             return tf.cast(tf.convert_to_tensor(x), tf.float32)
 
+        cells, dense = self._cells, self._dense
+        first = cells[0]
+        zeros = tf.zeros([4 * int(first.units)], tf.float32)
         # Kernels are stored transposed, (outputs, inputs): a row-major matrix-vector product
         # is ~10% faster than x @ W for one sample on CPU, and as fast for a batch.
-        first = cells[0]
-        bias0 = f32(first.bias) if first.use_bias else 0.0
-        self.table = tf.matmul(f32(embedding), f32(first.kernel)) + bias0  # (vocab, 4 * units)
-        self.recurrent0 = tf.transpose(f32(first.recurrent_kernel))  # (4 * units, units)
-        self.kernels = [  # (4 * units, 2 * units): [input; h] stacked, transposed
-            tf.transpose(tf.concat([f32(c.kernel), f32(c.recurrent_kernel)], axis=0))
-            for c in cells[1:]
-        ]
-        self.biases = [f32(c.bias) if c.use_bias else 0.0 for c in cells[1:]]  # (4 * units,)
-        self.activations = [(c.activation, c.recurrent_activation) for c in cells]
-        self.dense_kernel = tf.transpose(f32(dense.kernel))  # (vocab, units)
-        self.dense_bias = f32(dense.bias) if dense.use_bias else 0.0  # (vocab,)
-        self.layers, self.units = len(cells), int(first.units)
+        return {
+            "table": tf.matmul(f32(self._embedding), f32(first.kernel))
+            + (f32(first.bias) if first.use_bias else zeros),  # (vocab, 4 * units)
+            "recurrent0": tf.transpose(f32(first.recurrent_kernel)),  # (4 * units, units)
+            "kernels": [  # (4 * units, 2 * units): [input; h] stacked, transposed
+                tf.transpose(tf.concat([f32(c.kernel), f32(c.recurrent_kernel)], axis=0))
+                for c in cells[1:]
+            ],
+            "biases": [f32(c.bias) if c.use_bias else zeros for c in cells[1:]],  # (4 * units,)
+            "dense_kernel": tf.transpose(f32(dense.kernel)),  # (vocab, units)
+            "dense_bias": f32(dense.bias) if dense.use_bias else tf.zeros([dense.units]),
+        }
 
     def zero_states(self, samples: int) -> np.ndarray:
         """Zero (h, c) of every layer: (2 * layers, samples, units)."""

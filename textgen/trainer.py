@@ -212,6 +212,7 @@ class _Session:
         targets = cfg.windows.maxlen if cfg.windows.target == "sequence" else 1
         self.targets_per_step = tc.batch_size * targets
         self._train_calls = _compile_train_calls(self, targets)
+        self.generator = None  # built at the first epoch end
 
     def dataset_iterator(self, progress: Progress):
         """A distributed iterator positioned at `progress`'s epoch and batch."""
@@ -359,7 +360,10 @@ class _Session:
             return
         from textgen.generate import Generator
 
-        generator = Generator(self.model, self.index.tokenizer)
+        if self.generator is None:
+            self.generator = Generator(self.model, self.index.tokenizer)
+        generator = self.generator
+        generator.refresh()  # one compiled sampler per run, fed the latest weights
         sc = self.cfg.sample
         lines = [f"=== epoch {progress.epoch} step {progress.step} ==="]
         for temperature in sc.epoch_temperatures:

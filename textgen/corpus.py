@@ -12,10 +12,8 @@ import datetime
 import hashlib
 import json
 import os
-import queue
 import random
 import shutil
-import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ import numpy as np
 from textgen.config import DataConfig
 from textgen.errors import TextgenError
 from textgen.memory import pin_mmap_threshold
+from textgen.npywriter import HEADER_BYTES, BackgroundWriter, npy_header, split_tail
 from textgen.sources import (
     ReplacementCounter,
     SourceFile,
@@ -42,7 +41,6 @@ from textgen.tokenizers import (
 )
 
 FORMAT_VERSION = 1
-_HEADER_BYTES = 128  # fixed .npy header size, so the shape can be rewritten once known
 _SP_MAX_LINE = 4096  # sentencepiece skips longer sentences; longer lines are cut for training
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes total) over both passes
@@ -258,16 +256,16 @@ def _build(
 
     # Pass 2: encode and append ids to train.npy; the tail becomes val.npy afterwards.
     train_path = out / "train.npy"
-    with open(train_path, "wb") as f, _BackgroundWriter(f) as writer:
-        f.write(_npy_header(0))
+    with open(train_path, "wb") as f, BackgroundWriter(f) as writer:
+        f.write(npy_header(0))
         for src in sources:
             for text_piece, done in _encodable_pieces(src.path, data_cfg, tokenizer):
                 writer.put(tokenizer.encode(text_piece))
                 report(done)
             report.next_file(src.size)
-    tokens = (train_path.stat().st_size - _HEADER_BYTES) // 4
+    tokens = (train_path.stat().st_size - HEADER_BYTES) // 4
     val_tokens = max(1, round(tokens * data_cfg.val_fraction))
-    _split_tail(train_path, out / "val.npy", tokens - val_tokens, val_tokens)
+    split_tail(train_path, out / "val.npy", tokens - val_tokens, val_tokens)
 
     tokenizer.save(out)
     meta = {
@@ -302,75 +300,6 @@ def _encodable_pieces(path: str, data_cfg: DataConfig, tokenizer: Tokenizer):
             yield text[:cut], done
     if carry:
         yield carry, os.path.getsize(path)
-
-
-def _npy_header(length: int) -> bytes:
-    """A version 1.0 .npy header for an int32 vector, padded to a fixed _HEADER_BYTES."""
-    fields = f"{{'descr': '<i4', 'fortran_order': False, 'shape': ({length},), }}"
-    preamble = b"\x93NUMPY\x01\x00"
-    pad = _HEADER_BYTES - len(preamble) - 2 - len(fields) - 1
-    return (
-        preamble + (_HEADER_BYTES - 10).to_bytes(2, "little") + (fields + " " * pad + "\n").encode()
-    )
-
-
-def _split_tail(train_path: Path, val_path: Path, train_tokens: int, val_tokens: int) -> None:
-    """Moves the last `val_tokens` ids of train.npy into val.npy and fixes both headers."""
-    cut = _HEADER_BYTES + 4 * train_tokens
-    with open(train_path, "r+b") as train, open(val_path, "wb") as val:
-        val.write(_npy_header(val_tokens))
-        train.seek(cut)
-        shutil.copyfileobj(train, val, 4 << 20)
-        train.truncate(cut)
-        train.seek(0)
-        train.write(_npy_header(train_tokens))
-
-
-class _BackgroundWriter:
-    """Writes arrays to a file on a second thread (numpy releases the GIL while writing).
-
-    Arrays are copied into a fixed ring of reused buffers, so the writer thread never frees
-    memory the main thread allocated: RSS stays flat however many chunks pass through.
-    """
-
-    def __init__(self, file, *, buffers: int = 3) -> None:
-        self._file = file
-        self._free: queue.Queue = queue.Queue()
-        for _ in range(buffers):
-            self._free.put(np.empty(0, np.int32))
-        self._pending: queue.Queue = queue.Queue()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> _BackgroundWriter:
-        self._thread.start()
-        return self
-
-    def put(self, array: np.ndarray) -> None:
-        """Queues a copy of `array` for writing; re-raises a failure of an earlier write."""
-        if self._error is not None:
-            raise self._error
-        buffer = self._free.get()  # blocks while all buffers wait to be written
-        if len(buffer) < len(array):
-            buffer = np.empty(max(len(array), 2 * len(buffer)), np.int32)
-        np.copyto(buffer[: len(array)], array)
-        self._pending.put((buffer, len(array)))
-
-    def __exit__(self, *exc) -> None:
-        self._pending.put(None)
-        self._thread.join()
-        if self._error is not None and exc[0] is None:
-            raise self._error
-
-    def _run(self) -> None:
-        while (item := self._pending.get()) is not None:
-            buffer, length = item
-            if self._error is None:
-                try:
-                    buffer[:length].tofile(self._file)
-                except BaseException as e:  # surfaced to the producer by put/__exit__
-                    self._error = e
-            self._free.put(buffer)
 
 
 class _ProgressOffset:

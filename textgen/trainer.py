@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from textgen.checkpoints import Progress, TrainState, check_resumable
-from textgen.config import Config, TrainConfig
+from textgen.config import Config
 from textgen.corpus import Index, index_corpus
 from textgen.distribute import agree_on_stop, is_chief, make_strategy
 from textgen.errors import TextgenError
 from textgen.memory import pin_mmap_threshold, rss_mb
+from textgen.optimization import compile_train_calls, learning_rate_schedule
 from textgen.rundir import RunDir
 from textgen.scoring import Scorer
 from textgen.windows import BatchPlan, TokenFile, WindowSpec, eval_starts, train_dataset
@@ -77,23 +78,6 @@ class StopFlag:
             yield self
         finally:
             signal.signal(signal.SIGINT, previous)
-
-
-def learning_rate_schedule(train_cfg: TrainConfig, total_steps: int):
-    """Constant, or linear warmup then cosine decay to `min_lr_ratio` at `total_steps`."""
-    import keras
-
-    lr = train_cfg.learning_rate
-    if train_cfg.lr_schedule == "constant":
-        return lr
-    warmup = min(train_cfg.warmup_steps, max(total_steps - 1, 0))
-    return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0 if warmup else lr,
-        decay_steps=max(total_steps - warmup, 1),
-        alpha=train_cfg.min_lr_ratio,
-        warmup_target=lr if warmup else None,
-        warmup_steps=warmup,
-    )
 
 
 def train(
@@ -211,7 +195,9 @@ class _Session:
         self.chars_per_token = counts["chars"] / max(counts["tokens"], 1)
         targets = cfg.windows.maxlen if cfg.windows.target == "sequence" else 1
         self.targets_per_step = tc.batch_size * targets
-        self._train_calls = _compile_train_calls(self, targets)
+        self._train_calls = compile_train_calls(
+            self.model, optimizer, self.strategy, tc, targets_per_window=targets
+        )
         self.generator = None  # built at the first epoch end
 
     def dataset_iterator(self, progress: Progress):
@@ -416,47 +402,3 @@ def _write_scalars(writer, record: dict[str, Any]) -> None:
         for key in ("loss", "val_loss", "val_bpc", "chars_per_sec", "rss_mb"):
             tf.summary.write(key, tf.constant(record[key], tf.float32), metadata=scalars)
     writer.flush()
-
-
-def _compile_train_calls(session: _Session, targets: int):
-    """Returns `calls(iterator, steps) -> mean loss`, one tf.function running `steps` steps."""
-    import tensorflow as tf
-
-    model, optimizer, strategy = session.model, session.optimizer, session.strategy
-    tc, next_target = session.cfg.train, session.cfg.windows.target == "next"
-    tokens_per_batch = float(tc.batch_size * targets)
-    variables = model.trainable_variables
-    loss_scaled = tc.mixed_precision == "mixed_float16"
-
-    def replica_step(x, y):
-        with tf.GradientTape() as tape:
-            logits = model(x, training=True)  # (batch, time, vocab)
-            if next_target:
-                logits = logits[:, -1, :]  # (batch, vocab)
-            nats = tf.nn.sparse_softmax_cross_entropy_with_logits(
-                labels=y, logits=tf.cast(logits, tf.float32)
-            )
-            loss = tf.reduce_sum(nats) / tokens_per_batch  # the global batch's mean
-            scaled = optimizer.scale_loss(loss) if loss_scaled else loss
-        grads = [tf.convert_to_tensor(g) for g in tape.gradient(scaled, variables)]
-        if tc.clip_norm > 0:
-            # Clip by the norm of the *global* gradient, so N replicas equal one device.
-            context = tf.distribute.get_replica_context()
-            total = context.all_reduce("SUM", grads) if context.num_replicas_in_sync > 1 else grads
-            norm = tf.linalg.global_norm(total)
-            if loss_scaled:
-                norm = norm / tf.cast(optimizer.dynamic_scale, norm.dtype)
-            factor = tf.minimum(1.0, tc.clip_norm / (norm + 1e-6))
-            grads = [g * tf.cast(factor, g.dtype) for g in grads]
-        optimizer.apply(grads, variables)
-        return loss
-
-    @tf.function
-    def calls(iterator, steps):
-        total = tf.constant(0.0)
-        for _ in tf.range(steps):
-            per_replica = strategy.run(replica_step, args=next(iterator))
-            total += strategy.reduce("SUM", per_replica, axis=None)
-        return total / tf.cast(steps, tf.float32)
-
-    return calls

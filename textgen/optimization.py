@@ -1,0 +1,80 @@
+"""The optimization side of training: the LR schedule and the compiled multi-step train call.
+
+Each replica computes the mean loss of the *global* batch; gradients are clipped by the norm of the
+all-reduced gradient (Keras 3 clips per replica, before its all-reduce), so N replicas follow the
+same trajectory as one device with the same global batch.
+"""
+
+from __future__ import annotations
+
+from textgen.config import TrainConfig
+
+
+def learning_rate_schedule(train_cfg: TrainConfig, total_steps: int):
+    """Constant, or linear warmup then cosine decay to `min_lr_ratio` at `total_steps`."""
+    import keras
+
+    lr = train_cfg.learning_rate
+    if train_cfg.lr_schedule == "constant":
+        return lr
+    warmup = min(train_cfg.warmup_steps, max(total_steps - 1, 0))
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else lr,
+        decay_steps=max(total_steps - warmup, 1),
+        alpha=train_cfg.min_lr_ratio,
+        warmup_target=lr if warmup else None,
+        warmup_steps=warmup,
+    )
+
+
+def compile_train_calls(
+    model, optimizer, strategy, train_cfg: TrainConfig, *, targets_per_window: int
+):
+    """Returns `calls(iterator, steps) -> mean loss`: one tf.function running `steps` steps.
+
+    Args:
+        model: ids -> logits.
+        optimizer: A built Keras optimizer (a LossScaleOptimizer under mixed_float16).
+        strategy: The tf.distribute strategy the model was built under.
+        train_cfg: The train section (batch size, clipping, precision).
+        targets_per_window: maxlen for the `sequence` target, 1 for `next`.
+    """
+    import tensorflow as tf
+
+    tc, next_target = train_cfg, targets_per_window == 1
+    tokens_per_batch = float(tc.batch_size * targets_per_window)
+    variables = model.trainable_variables
+    loss_scaled = tc.mixed_precision == "mixed_float16"
+
+    def replica_step(x, y):
+        with tf.GradientTape() as tape:
+            logits = model(x, training=True)  # (batch, time, vocab)
+            if next_target:
+                logits = logits[:, -1, :]  # (batch, vocab)
+            nats = tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=y, logits=tf.cast(logits, tf.float32)
+            )
+            loss = tf.reduce_sum(nats) / tokens_per_batch  # the global batch's mean
+            scaled = optimizer.scale_loss(loss) if loss_scaled else loss
+        grads = [tf.convert_to_tensor(g) for g in tape.gradient(scaled, variables)]
+        if tc.clip_norm > 0:
+            # Clip by the norm of the *global* gradient, so N replicas equal one device.
+            context = tf.distribute.get_replica_context()
+            total = context.all_reduce("SUM", grads) if context.num_replicas_in_sync > 1 else grads
+            norm = tf.linalg.global_norm(total)
+            if loss_scaled:
+                norm = norm / tf.cast(optimizer.dynamic_scale, norm.dtype)
+            factor = tf.minimum(1.0, tc.clip_norm / (norm + 1e-6))
+            grads = [g * tf.cast(factor, g.dtype) for g in grads]
+        optimizer.apply(grads, variables)
+        return loss
+
+    @tf.function
+    def calls(iterator, steps):
+        total = tf.constant(0.0)
+        for _ in tf.range(steps):
+            per_replica = strategy.run(replica_step, args=next(iterator))
+            total += strategy.reduce("SUM", per_replica, axis=None)
+        return total / tf.cast(steps, tf.float32)
+
+    return calls

@@ -33,13 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 REPO = Path(__file__).resolve().parents[1]
 
-
-def rss_mb() -> float:
-    """Resident set size of this process (VmRSS), in MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+from textgen.memory import rss_mb  # noqa: E402  (after the sys.path line above)
 
 
 def make_run(directory: Path, text: str, args: argparse.Namespace) -> None:

@@ -47,7 +47,7 @@ class ModelConfig:
     """Embedding -> LSTM x layers -> Dense logits."""
 
     embedding_dim: int = 64  # a char vocab is ~100: 64 dims are plenty, and cheap next to the LSTM
-    units: int = 512  # the widest LSTM that trains to readable text in 20 min on 2 cores
+    units: int = 256  # lowest val bpc in a 20-minute, 2-core budget (docs/benchmarks.md)
     layers: int = 2  # a second layer buys ~0.1 bpc at this size
     dropout: float = 0.0  # a few MB, few epochs: underfitting, not overfitting, is the risk
 
@@ -57,7 +57,7 @@ class TrainConfig:
     """The training loop, its limits, checkpoints and evaluation."""
 
     batch_size: int = 64  # global batch (split across replicas); 64 x 128 tokens per step
-    epochs: int = 10  # an upper bound; max_time usually ends the default run first
+    epochs: int = 4  # the cosine schedule's horizon: epochs x steps_per_epoch
     steps_per_epoch: int | None = None  # null: a full pass over the train windows
     max_steps: int | None = None  # null: no step limit
     max_time: float | None = None  # seconds of training in this invocation; null: no limit

@@ -115,3 +115,20 @@ def test_bad_tf_config_is_one_line(
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("textgen: error:")
     assert "TF_CONFIG" in done.stderr
+
+
+def test_mixed_bfloat16_trains_with_float32_logits(tmp_path: Path, corpus: Path) -> None:
+    import keras
+
+    from textgen.config import load_config
+    from textgen.rundir import load_model
+    from textgen.trainer import train
+
+    args = _overrides(tmp_path, corpus, "bf16", **{"train.mixed_precision": "mixed_bfloat16"})
+    result = train(load_config(REPO_ROOT / "configs" / "tiny.yaml", args))
+    assert result.stop_reason == "max_steps"
+    assert np.isfinite(result.last_metrics["val_bpc"])
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored afterwards
+    model, _, _ = load_model(tmp_path / "bf16")
+    logits = model(np.zeros((1, 8), np.int32))
+    assert logits.dtype == "float32"

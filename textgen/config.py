@@ -57,7 +57,7 @@ class TrainConfig:
     """The training loop, its limits, checkpoints and evaluation."""
 
     batch_size: int = 64  # global batch (split across replicas); 64 x 128 tokens per step
-    epochs: int = 4  # the cosine schedule's horizon: epochs x steps_per_epoch
+    epochs: int = 5  # the cosine schedule's horizon: epochs x steps_per_epoch
     steps_per_epoch: int | None = None  # null: a full pass over the train windows
     max_steps: int | None = None  # null: no step limit
     max_time: float | None = None  # seconds of training in this invocation; null: no limit

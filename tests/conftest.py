@@ -92,3 +92,19 @@ def sp_tokenizer(sp_lines: list[str]):
     from textgen.tokenizers import SentencePieceTokenizer
 
     return SentencePieceTokenizer.train(sp_lines, vocab_size=400)
+
+
+def assert_one_line_error(
+    proc: subprocess.CompletedProcess[str], *fragments: str, empty_stdout: bool = False
+) -> str:
+    """Exit 2 and exactly one `textgen: error:` line on stderr (with `fragments`), no traceback."""
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("textgen: error: ")
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    if empty_stdout:
+        assert proc.stdout == ""
+    return lines[0]

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from tests.conftest import REPO_ROOT, cli_env, run_cli, synthetic_text, write_corpus
+from conftest import REPO_ROOT, cli_env, run_cli, synthetic_text, write_corpus
 
 STEPS = 12
 _WEIGHTS = re.compile(r"weights ([0-9a-f]{16})")

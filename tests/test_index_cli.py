@@ -8,22 +8,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, cli_env, run_cli, synthetic_text, write_corpus
+from conftest import (
+    REPO_ROOT,
+    assert_one_line_error,
+    cli_env,
+    run_cli,
+    synthetic_text,
+    write_corpus,
+)
 
 TINY = REPO_ROOT / "configs" / "tiny.yaml"
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess[str], *fragments: str) -> str:
-    """Exit 2, one `textgen: error:` line on stderr, no traceback, nothing on stdout."""
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("textgen: error: ")
-    for fragment in fragments:
-        assert fragment in lines[0]
-    assert proc.stdout == ""
-    return lines[0]
 
 
 @pytest.fixture
@@ -210,7 +204,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path, case):
     args = bad_case(case, tmp_path, corpus)
     made = {p.name for p in tmp_path.iterdir()} - before
     proc = run_cli("textgen.index", *args)
-    assert_one_line_error(proc, *BAD_INPUTS[case])
+    assert_one_line_error(proc, *BAD_INPUTS[case], empty_stdout=True)
     # Nothing new beside what the case itself made: no index dir, no temporary dir.
     assert {p.name for p in tmp_path.iterdir()} - before == made
     assert not (tmp_path / "idx").exists()

@@ -11,22 +11,10 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, cli_env, run_cli, write_corpus
+from conftest import REPO_ROOT, assert_one_line_error, cli_env, run_cli, write_corpus
 
 TINY = REPO_ROOT / "configs" / "tiny.yaml"
 SENTENCE = "the quick brown fox jumps over the lazy dog.\n"
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess[str], *fragments: str) -> str:
-    """Exit 2 and exactly one `textgen: error:` line on stderr, no traceback."""
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("textgen: error: ")
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture

@@ -1,0 +1,43 @@
+"""The progress line users see on a terminal: amount, rate, ETA; nothing when not a TTY."""
+
+from __future__ import annotations
+
+import io
+
+from textgen.progress import ProgressBar, format_duration
+
+
+def test_durations_read_like_a_clock() -> None:
+    assert format_duration(5) == "0:05"
+    assert format_duration(65) == "1:05"
+    assert format_duration(3725) == "1:02:05"
+    assert format_duration(-3) == "0:00"
+
+
+def test_bar_shows_percentage_amount_rate_eta_and_fields() -> None:
+    out = io.StringIO()
+    bar = ProgressBar(200, desc="train", unit="steps", stream=out, enabled=True)
+    bar.update(200, rate=50.0, loss="1.234")
+    bar.close()
+    line = out.getvalue()
+    assert line.startswith("\rtrain 100% |")
+    assert "200.0/200.0 steps" in line
+    assert "50.0 steps/s" in line
+    assert "ETA 0:00" in line and "loss=1.234" in line
+    assert line.endswith("\n")
+
+
+def test_bar_without_total_shows_amount_and_rate_only() -> None:
+    out = io.StringIO()
+    bar = ProgressBar(None, desc="index", unit="MB", scale=1e-6, stream=out, enabled=True)
+    bar.update(3_000_000, rate=30.0)
+    assert "3.0 MB" in out.getvalue() and "30.0 MB/s" in out.getvalue()
+    assert "ETA" not in out.getvalue() and "%" not in out.getvalue()
+
+
+def test_nothing_is_drawn_when_not_a_terminal() -> None:
+    out = io.StringIO()  # not a TTY: the default is to stay silent
+    bar = ProgressBar(10, desc="train", unit="steps", stream=out)
+    bar.update(5)
+    bar.close()
+    assert out.getvalue() == ""

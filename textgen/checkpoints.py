@@ -103,7 +103,7 @@ def check_resumable(run: RunDir, cfg: Config, tokenizer: Tokenizer) -> list[str]
                 str(run.path),
             )
     previous = run.load_tokenizer(saved.data.tokenizer)
-    if _vocabulary(previous) != _vocabulary(tokenizer):
+    if previous.vocabulary_key != tokenizer.vocabulary_key:
         raise TextgenError(
             f"cannot resume: the corpus vocabulary changed since this run started "
             f"({previous.vocab_size} -> {tokenizer.vocab_size} tokens); {how}",
@@ -116,8 +116,3 @@ def check_resumable(run: RunDir, cfg: Config, tokenizer: Tokenizer) -> list[str]
             if key != "fresh" and old_dict[section].get(key) != value:
                 notes.append(f"{section}.{key}: {old_dict[section].get(key)!r} -> {value!r}")
     return notes
-
-
-def _vocabulary(tokenizer: Tokenizer) -> object:
-    chars = getattr(tokenizer, "chars", None)
-    return chars if chars is not None else getattr(tokenizer, "_proto", None)

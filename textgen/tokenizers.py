@@ -48,6 +48,9 @@ class Tokenizer(Protocol):
 
     def token_char_lengths(self) -> np.ndarray: ...
 
+    @property
+    def vocabulary_key(self) -> str | bytes: ...
+
     def save(self, directory: str | Path) -> None: ...
 
 
@@ -81,6 +84,11 @@ class CharTokenizer:
     def vocab_size(self) -> int:
         """Number of ids, including the unknown id 0."""
         return len(self._chars) + 1
+
+    @property
+    def vocabulary_key(self) -> str:
+        """What fixes the id of every token: equal keys, interchangeable ids."""
+        return self._chars
 
     @property
     def chars(self) -> str:
@@ -189,6 +197,11 @@ class SentencePieceTokenizer:
     def vocab_size(self) -> int:
         """Number of pieces, the unknown id 0 included."""
         return self._sp.get_piece_size()
+
+    @property
+    def vocabulary_key(self) -> bytes:
+        """What fixes the id of every piece: the serialized model."""
+        return self._proto
 
     def encode(self, text: str) -> np.ndarray:
         """Returns int32 piece ids of `text`."""

@@ -1,6 +1,6 @@
 """Sampling speed and memory: textgen's Generator against the two ways users sample today.
 
-    python scripts/bench_sample.py            # the base config's size (units 512, layers 2)
+    python scripts/bench_sample.py            # the model size of configs/base.yaml
     python scripts/bench_sample.py --quick    # small sizes, seconds
 
 Same weights for all (an untrained model over the KJV alphabet, saved as a run dir; weights
@@ -154,7 +154,7 @@ def tutorial(model, tokenizer, prompt: str, chars: int, samples: int, strings: b
 
 
 def ours(generator, prompt: str, chars: int, samples: int) -> float:
-    """textgen: `generate` (one compiled loop; 64 tokens per call)."""
+    """textgen: `generate` (one compiled loop; up to `BLOCK` tokens per call)."""
     generator.generate(prompt, length=16, num_samples=samples, seed=0)  # trace (and compile)
     start = time.perf_counter()
     generator.generate(prompt, length=chars, num_samples=samples, seed=1)
@@ -201,13 +201,16 @@ def leak_test(generator, text: str, calls: int, max_length: int) -> dict:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Sizes default to the base config; --quick shrinks everything."""
+    """Sizes default to configs/base.yaml; --quick shrinks everything."""
+    from textgen.config import load_config
+
+    base = load_config(REPO / "configs" / "base.yaml")
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small model and counts (seconds)")
-    p.add_argument("--units", type=int, default=512)
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--embedding-dim", type=int, default=64)
-    p.add_argument("--maxlen", type=int, default=128)
+    p.add_argument("--units", type=int, default=base.model.units)
+    p.add_argument("--layers", type=int, default=base.model.layers)
+    p.add_argument("--embedding-dim", type=int, default=base.model.embedding_dim)
+    p.add_argument("--maxlen", type=int, default=base.windows.maxlen)
     p.add_argument("--length", type=int, default=2000, help="chars per sample (ours, tutorial)")
     p.add_argument("--samples", type=int, default=32, help="the batched case")
     p.add_argument("--classic-chars", type=int, default=30, help="chars for (a): ~1 s each")

@@ -1,14 +1,16 @@
 """`Generator`: samples text from a run with one compiled loop over tokens, traced once.
 
-The trained layers are folded into a step model: Embedding times the first LSTM's input kernel
-(plus bias) becomes one `[vocab, 4 * units]` table, so that input costs a gather; each other
-LSTM multiplies `[input, h]` by its stacked kernels in one matmul; then the Dense logits. One
-`tf.function` with a fixed input signature reads up to `BLOCK` prompt tokens (once for all
+The trained layers are folded into a step model (`stepmodel.py`): Embedding times the first
+LSTM's input kernel (plus bias) becomes one `[vocab, 4 * units]` table, so that input costs a
+gather, and each layer's recurrent matmul for the next token runs beside the token-to-token chain.
+One `tf.function` with a fixed input signature reads up to `BLOCK` prompt tokens (once for all
 samples) and samples up to `BLOCK` tokens in a `tf.while_loop`, carrying the LSTM states in and
 out as tensors, so `stream` calls it block after block. Temperature (0: greedy), top-k (0: off),
 top-p (1: off), the seed, the position and the number of samples are tensors and every shape is
 fixed but the batch, so no call retraces (and `jit_compile=True` compiles once per batch size).
-Token t draws with `stateless_fold_in(seed, t)`: the text depends on the seed, not the blocks.
+The sampling rule (greedy, plain, or top-k/top-p first) is chosen once per call, each with its
+own loop, so no token pays for a branch. Token t draws with `stateless_fold_in(seed, t)`: the
+text depends on the seed, not on the blocks.
 
 An empty prompt starts as if after a line break: the newline token is fed when the vocabulary
 has one; otherwise sampling starts from the zero state. TensorFlow is imported lazily, so bad
@@ -31,6 +33,7 @@ from textgen.stepmodel import FILTERED, GREEDY, PLAIN, StepModel, pick_tokens, s
 from textgen.tokenizers import UNKNOWN_ID, Tokenizer
 
 BLOCK = 256  # most tokens per compiled call: a call costs ~1 ms, 256 tokens ~25 ms (1 sample)
+STREAM_CHUNK = 64  # tokens per `stream` chunk by default: about a line of text at a time
 
 
 class UnknownCharsWarning(UserWarning):
@@ -132,7 +135,8 @@ class Generator:
         tokenizer: The run's tokenizer.
         config: The run's config (its `sample` section gives the CLI's defaults), if known.
         jit_compile: XLA-compile the loop (one compile, seconds, per number of samples). On
-            a 2-core CPU: ~3x faster for a 128-unit model, slower at 512 units.
+            a 2-core CPU, one sample: 3.6x faster at 128 units, the same at 256 and 512
+            (`scripts/bench_sample.py`).
     """
 
     def __init__(
@@ -231,13 +235,14 @@ class Generator:
         top_p: float = 1.0,
         num_samples: int = 1,
         seed: int | None = None,
-        chunk_size: int = BLOCK,
+        chunk_size: int = STREAM_CHUNK,
         on_unknown: Literal["error", "warn"] = "error",
     ) -> Iterator[list[str]]:
         """Like `generate`, but yields the text as it is made: one string per sample per chunk.
 
         Args:
-            chunk_size: Tokens per compiled call (the text is the same for any chunk size).
+            chunk_size: Tokens per chunk, one compiled call each, at most `BLOCK` (the text is
+                the same for any chunk size; `generate` uses the largest).
             (the others as in `generate`)
 
         Yields:

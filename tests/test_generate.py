@@ -13,6 +13,7 @@ from run_fixtures import make_run, remove_checkpoints
 from textgen.errors import TextgenError
 from textgen.generate import Generator, UnknownCharsWarning
 from textgen.rundir import load_model
+from textgen.stepmodel import StepModel
 
 PERIOD = "abcdé東😀xyz\n"  # each character has one successor: a deterministic pattern
 PATTERN = PERIOD * 60
@@ -43,9 +44,8 @@ def noisy(tmp_path_factory) -> Generator:
     return Generator.from_run(path)
 
 
-def full_model_logits(generator: Generator, ids: list[int]) -> np.ndarray:
-    """The trained Keras model's next-token logits after `ids`, computed by the whole model."""
-    model = generator.model
+def full_model_logits(model, ids: list[int]) -> np.ndarray:
+    """The Keras model's next-token logits after `ids`, computed by the whole model."""
     return np.array(model(np.array([ids], np.int32)))[0, -1]  # (vocab,)
 
 
@@ -72,11 +72,29 @@ def test_greedy_equals_the_full_models_argmax(noisy: Generator) -> None:
     ids = list(noisy.tokenizer.encode("Café au"))
     start = len(ids)
     for _ in range(25):
-        logits = full_model_logits(noisy, ids)
+        logits = full_model_logits(noisy.model, ids)
         logits[0] = -np.inf  # the unknown id is never produced
         ids.append(int(np.argmax(logits)))
     expected = noisy.tokenizer.decode(ids[start:])
     assert noisy.generate("Café au", 25, temperature=0.0) == [expected]
+
+
+@pytest.mark.parametrize("layers", [1, 3])
+def test_step_model_logits_equal_the_full_models(tmp_path: Path, layers: int) -> None:
+    # The step model folds and pipelines each layer's weights. With every weight random (no two
+    # biases or kernels alike), its logits token by token must equal the whole Keras model's.
+    text = synthetic_text(lines=60, seed=layers)
+    model, _, tokenizer = load_model(make_run(tmp_path / "run", text, steps=1, layers=layers))
+    rng = np.random.default_rng(layers)
+    model.set_weights([rng.normal(0, 0.5, w.shape).astype(np.float32) for w in model.weights])
+    step = StepModel(model)
+    ids = np.asarray(tokenizer.encode(text[:24]), np.int32)  # (tokens,)
+    carry = step.carry_of(step.zero_states(1))
+    for t in range(len(ids)):
+        carry = step.advance(ids[t : t + 1], carry)
+        expected = full_model_logits(model, list(ids[: t + 1]))
+        expected[0] = -np.inf  # the step model never offers the unknown id
+        np.testing.assert_allclose(step.logits(carry)[0], expected, rtol=1e-4, atol=1e-4)
 
 
 def test_same_seed_same_text_and_seeds_differ(noisy: Generator) -> None:
@@ -104,7 +122,7 @@ def test_samples_stay_inside_top_k_and_top_p(noisy: Generator) -> None:
         text = noisy.generate("We ", 30, temperature=1.0, seed=11, **kwargs)[0]
         ids = list(noisy.tokenizer.encode("We "))
         for token in noisy.tokenizer.encode(text):
-            logits = full_model_logits(noisy, ids)
+            logits = full_model_logits(noisy.model, ids)
             logits[0] = -np.inf
             order = np.argsort(-logits)
             if "top_k" in kwargs:
@@ -229,7 +247,7 @@ def test_sentencepiece_run(tmp_path: Path, sp_tokenizer) -> None:
     ids = list(sp_tokenizer.encode("Zürich "))
     start = len(ids)
     for _ in range(15):
-        logits = full_model_logits(gen, ids)
+        logits = full_model_logits(gen.model, ids)
         logits[0] = -np.inf
         ids.append(int(np.argmax(logits)))
     assert gen.generate("Zürich ", 15, temperature=0.0) == [sp_tokenizer.decode(ids[start:])]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT, cli_env, run_cli, synthetic_text, write_corpus
 
-from textgen import compare
+from textgen import compare, compare_report
 from textgen.compare_run import classic_arrays
 from textgen.config import load_config
 from textgen.errors import TextgenError
@@ -183,11 +183,11 @@ def test_table_and_plot_show_skipped_estimates(tmp_path):
         }  # fmt: skip
 
     rows = [row(1, "measured", 1000, 3600, 700), row(100, "skipped", None, None, 710)]
-    table = compare.markdown_table(rows, 5).splitlines()
+    table = compare_report.markdown_table(rows, 5).splitlines()
     assert "5 steps" in table[0]
     assert "| 1 MB |" in table[2] and "3,600 MB" in table[2]
     assert "skipped (est. 95.0 GB)" in table[3] and "skipped (est. 300.0 GB)" in table[3]
     assert table[3].endswith("| 400 MB | 710 MB |")
     png = tmp_path / "plot.png"
-    assert compare.plot(rows, str(png), 5, available=20_000.0)
+    assert compare_report.plot(rows, str(png), 5, available=20_000.0)
     assert png.read_bytes()[:4] == b"\x89PNG"

@@ -217,42 +217,11 @@ def _replace_dir(tmp: Path, target: Path) -> None:
 def _build(
     data_cfg: DataConfig, sources: list[SourceFile], out: Path, progress: Progress | None
 ) -> dict[str, Any]:
+    """Writes the index files into `out` (two passes over the sources) and returns the meta."""
     pin_mmap_threshold()  # chunk buffers go back to the OS: RSS does not grow with the corpus
-    total = 2 * sum(s.size for s in sources)
-    report = _ProgressOffset(progress, total)
+    report = _ProgressOffset(progress, 2 * sum(s.size for s in sources))
     counter = ReplacementCounter()
-
-    # Pass 1: hash, validate, and collect what the tokenizer needs.
-    seen = np.zeros(0x110000, dtype=bool)  # code points present in the corpus
-    sampler = _LineSampler(data_cfg.sp_sample_lines) if data_cfg.tokenizer != "char" else None
-    hashed, chars = [], 0
-    for src in sources:
-        digest = hashlib.sha256()
-        for text, done in read_text_chunks(
-            src.path, encoding_errors=data_cfg.encoding_errors, counter=counter, hasher=digest
-        ):
-            if sampler is not None:
-                sampler.add(text)
-            else:
-                mark_code_points(seen, text)
-            chars += len(text)
-            report(done)
-        if sampler is not None:
-            sampler.end_file()
-        hashed.append(SourceFile(src.path, src.size, src.mtime_ns, digest.hexdigest()))
-        report.next_file(src.size)
-    replaced = counter.count
-    if chars == 0:
-        raise TextgenError("the corpus is empty", data_cfg.path)
-
-    tokenizer: Tokenizer
-    if sampler is None:
-        tokenizer = CharTokenizer.from_code_point_mask(seen)
-    else:
-        tokenizer = SentencePieceTokenizer.train(
-            sampler.lines, vocab_size=data_cfg.sp_vocab_size, model_type=data_cfg.sp_model_type
-        )
-    del seen
+    hashed, chars, tokenizer = _scan(data_cfg, sources, counter, report)
 
     # Pass 2: encode and append ids to train.npy; the tail becomes val.npy afterwards.
     train_path = out / "train.npy"
@@ -279,11 +248,46 @@ def _build(
             "tokens": tokens,
             "train_tokens": tokens - val_tokens,
             "val_tokens": val_tokens,
-            "replaced_chars": replaced,
+            "replaced_chars": counter.count,
         },
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     return meta
+
+
+def _scan(
+    data_cfg: DataConfig,
+    sources: list[SourceFile],
+    counter: ReplacementCounter,
+    report: _ProgressOffset,
+) -> tuple[list[SourceFile], int, Tokenizer]:
+    """Pass 1: hashes and validates the sources and builds the tokenizer from what it saw."""
+    seen = np.zeros(0x110000, dtype=bool)  # code points present in the corpus
+    sampler = _LineSampler(data_cfg.sp_sample_lines) if data_cfg.tokenizer != "char" else None
+    hashed, chars = [], 0
+    for src in sources:
+        digest = hashlib.sha256()
+        for text, done in read_text_chunks(
+            src.path, encoding_errors=data_cfg.encoding_errors, counter=counter, hasher=digest
+        ):
+            if sampler is not None:
+                sampler.add(text)
+            else:
+                mark_code_points(seen, text)
+            chars += len(text)
+            report(done)
+        if sampler is not None:
+            sampler.end_file()
+        hashed.append(SourceFile(src.path, src.size, src.mtime_ns, digest.hexdigest()))
+        report.next_file(src.size)
+    if chars == 0:
+        raise TextgenError("the corpus is empty", data_cfg.path)
+    if sampler is None:
+        return hashed, chars, CharTokenizer.from_code_point_mask(seen)
+    tokenizer = SentencePieceTokenizer.train(
+        sampler.lines, vocab_size=data_cfg.sp_vocab_size, model_type=data_cfg.sp_model_type
+    )
+    return hashed, chars, tokenizer
 
 
 def _encodable_pieces(path: str, data_cfg: DataConfig, tokenizer: Tokenizer):

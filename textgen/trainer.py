@@ -373,11 +373,8 @@ class _Clock:
     """Wall time and throughput since this invocation started training."""
 
     def __init__(self, start_step: int, targets_per_step: int) -> None:
-        self.start, self.start_step, self.targets_per_step = (
-            time.monotonic(),
-            start_step,
-            targets_per_step,
-        )
+        self.start = time.monotonic()
+        self.start_step, self.targets_per_step = start_step, targets_per_step
 
     def elapsed(self) -> float:
         """Seconds since the start."""

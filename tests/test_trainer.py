@@ -154,6 +154,8 @@ def check_run_dir(paths: Paths, cfg: Config, result) -> None:
     assert tokenizer.decode([int(logits[0, -1].argmax())]) == "g"
 
     assert tensorboard_tags(run.tensorboard) >= {"loss", "val_loss", "val_bpc"}
+    assert run.curves.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the learning curves
+    assert not list(run.path.glob(".tmp-*"))
 
 
 def tensorboard_tags(directory: Path) -> set[str]:

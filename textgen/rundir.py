@@ -6,6 +6,7 @@ RUN/checkpoints/         tf.train.CheckpointManager: model, optimizer, counters,
 RUN/model.keras          best model by val loss: int32 ids [batch, time] -> logits
 RUN/metrics.jsonl        one JSON object per evaluation
 RUN/samples.txt          samples after each epoch
+RUN/curves.png           train and val bits per character by step (when matplotlib is installed)
 RUN/tensorboard/         scalars
 """
 
@@ -38,6 +39,7 @@ class RunDir:
     checkpoints = property(lambda self: self.path / "checkpoints")
     best_model = property(lambda self: self.path / "model.keras")
     metrics = property(lambda self: self.path / "metrics.jsonl")
+    curves = property(lambda self: self.path / "curves.png")
     samples = property(lambda self: self.path / "samples.txt")
     tensorboard = property(lambda self: self.path / "tensorboard")
 
@@ -72,7 +74,7 @@ class RunDir:
         """Removes what a run writes (for `train.fresh`); leaves other files alone."""
         for name in ("checkpoints", "tensorboard"):
             shutil.rmtree(self.path / name, ignore_errors=True)
-        for path in (self.best_model, self.metrics, self.samples, self.config):
+        for path in (self.best_model, self.metrics, self.curves, self.samples, self.config):
             path.unlink(missing_ok=True)
 
     def load_config(self) -> Config:

@@ -25,6 +25,7 @@ from typing import Any
 from textgen.checkpoints import Progress, TrainState, check_resumable
 from textgen.config import Config
 from textgen.corpus import Index, index_corpus
+from textgen.curves import plot_curves, write_scalars
 from textgen.distribute import agree_on_stop, is_chief, make_strategy
 from textgen.errors import TextgenError
 from textgen.memory import pin_mmap_threshold, rss_mb
@@ -34,6 +35,7 @@ from textgen.scoring import Scorer
 from textgen.windows import BatchPlan, TokenFile, WindowSpec, eval_starts, train_dataset
 
 EventHandler = Callable[..., None]
+PLOT_EVERY_S = 60.0  # RUN/curves.png is redrawn at most this often during training (~0.2 s each)
 
 
 @dataclass
@@ -191,6 +193,7 @@ class _Session:
             self.scratch = None if chief else tempfile.mkdtemp(prefix="textgen-worker-")
             self.state = TrainState(self.model, optimizer, self.scratch or run.checkpoints)
         self.scorer = Scorer(self.model, index.tokenizer.token_char_lengths(), cfg.windows.maxlen)
+        self.plotted_at = -math.inf  # the first evaluation draws the curves
         counts = index.meta["counts"]
         self.chars_per_token = counts["chars"] / max(counts["tokens"], 1)
         targets = cfg.windows.maxlen if cfg.windows.target == "sequence" else 1
@@ -246,6 +249,7 @@ class _Session:
                 shutil.rmtree(self.scratch, ignore_errors=True)
         if reason != "interrupted" and progress.step > 0:  # Ctrl-C means: exit now
             metrics = self._evaluate(progress, loss, final=True)
+        self._plot_curves(force=True)
         self.emit("stop", reason=reason, step=progress.step, epoch=progress.epoch,
                   checkpoint=self.state.manager.latest_checkpoint if self.chief else None,
                   weights=weights_fingerprint(self.model))  # fmt: skip
@@ -329,9 +333,17 @@ class _Session:
             self.run_dir.append_metrics(record)
             if improved or not self.run_dir.best_model.exists():
                 self._save_best_model()
-            _write_scalars(self.writer, record)
+            write_scalars(self.writer, record)
+            self._plot_curves(force=False)
         self.emit("eval", **record)
         return record
+
+    def _plot_curves(self, *, force: bool) -> None:
+        """Redraws RUN/curves.png (chief only): at the end, else at most once a minute."""
+        if not self.chief or not (force or time.monotonic() - self.plotted_at >= PLOT_EVERY_S):
+            return
+        plot_curves(self.run_dir.read_metrics(), self.run_dir.curves, title=str(self.run_dir.path))
+        self.plotted_at = time.monotonic()
 
     def _save_best_model(self) -> None:
         path = self.run_dir.best_model
@@ -383,19 +395,3 @@ class _Clock:
     def targets_per_sec(self, step: int) -> float:
         """Supervised tokens per second so far."""
         return (step - self.start_step) * self.targets_per_step / max(self.elapsed(), 1e-9)
-
-
-def _write_scalars(writer, record: dict[str, Any]) -> None:
-    """TensorBoard scalars via TF's core summary op (TensorBoard itself need not be installed)."""
-    import tensorflow as tf
-    from tensorflow.core.framework import summary_pb2
-
-    if writer is None:
-        return
-    scalars = summary_pb2.SummaryMetadata(
-        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
-    )
-    with writer.as_default(step=record["step"]):
-        for key in ("loss", "val_loss", "val_bpc", "chars_per_sec", "rss_mb"):
-            tf.summary.write(key, tf.constant(record[key], tf.float32), metadata=scalars)
-    writer.flush()

@@ -1,0 +1,90 @@
+"""Where a run's learning curves go: TensorBoard scalars, and a PNG (`RUN/curves.png`).
+
+The PNG is drawn from the run's metrics.jsonl records.
+
+Train and val loss are both drawn in bits per character, so char and sentencepiece runs read the
+same way: a record's chars per token is `val_loss / (val_bpc * ln 2)`. The scores of the final
+evaluations (all of val) are stars. matplotlib is optional: without it nothing is drawn.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def train_bpc(record: dict[str, Any]) -> float:
+    """The record's train loss (nats per token) in bits per character."""
+    if not record["val_loss"]:
+        return record["loss"] / math.log(2)
+    return record["loss"] * record["val_bpc"] / record["val_loss"]
+
+
+def plot_curves(records: Sequence[dict[str, Any]], path: str | Path, *, title: str = "") -> bool:
+    """Writes train and val bits per character by step to `path` (a temp file, then renamed).
+
+    Args:
+        records: metrics.jsonl records (`step`, `loss`, `val_loss`, `val_bpc`, `final`).
+        path: The PNG to write.
+        title: Put before the val score in the title (e.g. the run dir).
+
+    Returns:
+        False when there is nothing to draw or matplotlib is not installed (nothing is written).
+    """
+    if not records:
+        return False
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    periodic = [r for r in records if not r.get("final")]
+    final = [r for r in records if r.get("final")]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    ax.plot([r["step"] for r in records], [train_bpc(r) for r in records],
+            color="tab:gray", alpha=0.8, label="train (last call's batches)")  # fmt: skip
+    if periodic:
+        ax.plot([r["step"] for r in periodic], [r["val_bpc"] for r in periodic],
+                color="tab:blue", marker=".", label="val (sampled windows)")  # fmt: skip
+    if final:
+        ax.plot([r["step"] for r in final], [r["val_bpc"] for r in final], linestyle="none",
+                color="tab:red", marker="*", markersize=11, label="val (all of it)")  # fmt: skip
+    if final:
+        score = f"val {final[-1]['val_bpc']:.3f} bpc (all of it, step {final[-1]['step']})"
+    else:
+        score = f"best val {min(r['val_bpc'] for r in records):.3f} bpc (sampled)"
+    ax.set(xlabel="step", ylabel="bits per character",
+           title=f"{title}{': ' if title else ''}{score}")  # fmt: skip
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{path.name}")
+    fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return True
+
+
+def write_scalars(writer, record: dict[str, Any]) -> None:
+    """Writes a record's scalars for TensorBoard; `writer` None (not the chief) writes nothing.
+
+    Uses TF's core summary op, so TensorBoard itself need not be installed.
+    """
+    import tensorflow as tf
+    from tensorflow.core.framework import summary_pb2
+
+    if writer is None:
+        return
+    scalars = summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
+    )
+    with writer.as_default(step=record["step"]):
+        for key in ("loss", "val_loss", "val_bpc", "chars_per_sec", "rss_mb"):
+            tf.summary.write(key, tf.constant(record[key], tf.float32), metadata=scalars)
+    writer.flush()

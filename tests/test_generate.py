@@ -141,9 +141,11 @@ def test_the_unknown_id_is_never_sampled(tmp_path: Path) -> None:
     bias = model.get_layer("logits").bias
     bias.assign(bias.numpy() + np.eye(len(bias.numpy()), 1)[:, 0] * 1e4)  # id 0 dominates
     gen = Generator(model, tokenizer)
-    for temperature in (0.0, 1.0, 50.0):
-        text = gen.generate("ab", 200, temperature=temperature, seed=0)[0]
-        assert "\ufffd" not in text and len(text) == 200
+    rules = [{"temperature": t} for t in (0.0, 1.0, 50.0)]
+    rules += [{"temperature": 50.0, "top_k": 1000}, {"temperature": 50.0, "top_p": 0.999}]
+    for kwargs in rules:
+        text = gen.generate("ab", 200, seed=0, **kwargs)[0]
+        assert "\ufffd" not in text and len(text) == 200, kwargs
 
 
 def test_num_samples_batch(noisy: Generator) -> None:

@@ -158,9 +158,11 @@ GREEDY, PLAIN, FILTERED = 0, 1, 2  # the sampling rules; `Generator` compiles a 
 
 
 def sampling_rule(temperature, top_k, top_p):
-    """The rule for these arguments (scalar tensors): greedy at temperature 0, else plain
-    sampling, or FILTERED when top-k (> 0) or top-p (< 1) is on. Chosen once per call, so the
-    loop over tokens holds no branch."""
+    """The sampling rule, GREEDY, PLAIN or FILTERED, for scalar tensor arguments.
+
+    GREEDY at temperature 0, else FILTERED when top-k (> 0) or top-p (< 1) is on. Chosen once per
+    call, so the loop over tokens holds no branch.
+    """
     import tensorflow as tf
 
     filtering = (top_k > 0) | (top_p < 1.0)

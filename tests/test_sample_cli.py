@@ -87,6 +87,13 @@ def test_allow_unknown_warns_in_one_line(run: Path, capsys) -> None:
     assert captured.out.startswith("aQ") and len(captured.out) == len("aQ") + 5 + 1
 
 
+def test_xla_gives_the_same_text(run: Path, generator, capsys) -> None:
+    args = ["--prompt", "ab", "--temperature", "0.9", "--seed", "4", "--length", "30"]
+    assert main([str(run), *args, "--xla"]) == 0
+    expected = generator.generate("ab", 30, temperature=0.9, seed=4)[0]
+    assert capsys.readouterr().out == "ab" + expected + "\n"
+
+
 def test_latest_checkpoint(run: Path, capsys) -> None:
     main([str(run), "--checkpoint", "latest"])
     assert capsys.readouterr().out == "abc" + pattern_after("c", 25) + "\n"

@@ -56,7 +56,7 @@ def plot(
     steps: int,
     available: float,
     *,
-    ram_fraction: float = 0.8,
+    ram_fraction: float,
 ) -> bool:
     """Peak RSS vs corpus size, log-log; skipped one-hot runs as dashed estimates.
 
@@ -71,14 +71,12 @@ def plot(
         False when matplotlib is not installed (nothing is written).
     """
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
         import matplotlib.ticker
+        from matplotlib.figure import Figure  # no pyplot: the caller's backend stays as it was
     except ImportError:
         return False
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     mb = [r["mb"] for r in rows]
     series = (
         ("onehot_train", f"one-hot: build + {_steps(steps)} of fit", "tab:red", "s"),
@@ -108,5 +106,4 @@ def plot(
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return True

@@ -17,7 +17,10 @@ from typing import Any
 
 
 def train_bpc(record: dict[str, Any]) -> float:
-    """The record's train loss (nats per token) in bits per character."""
+    """The record's train loss (nats per token) in bits per character.
+
+    Per token when its val_loss is 0, which gives no chars-per-token ratio.
+    """
     if not record["val_loss"]:
         return record["loss"] / math.log(2)
     return record["loss"] * record["val_bpc"] / record["val_loss"]
@@ -26,6 +29,9 @@ def train_bpc(record: dict[str, Any]) -> float:
 def plot_curves(records: Sequence[dict[str, Any]], path: str | Path, *, title: str = "") -> bool:
     """Writes train and val bits per character by step to `path` (a temp file, then renamed).
 
+    Uses matplotlib's object API without pyplot, so it never changes the caller's backend or
+    figures (a notebook that calls `train` keeps its own).
+
     Args:
         records: metrics.jsonl records (`step`, `loss`, `val_loss`, `val_bpc`, `final`).
         path: The PNG to write.
@@ -33,19 +39,20 @@ def plot_curves(records: Sequence[dict[str, Any]], path: str | Path, *, title: s
 
     Returns:
         False when there is nothing to draw or matplotlib is not installed (nothing is written).
+
+    Raises:
+        OSError: the PNG could not be written (nothing is left behind).
     """
     if not records:
         return False
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
     except ImportError:
         return False
+    fig = Figure(figsize=(7, 4.2))
+    ax = fig.subplots()
     periodic = [r for r in records if not r.get("final")]
     final = [r for r in records if r.get("final")]
-    fig, ax = plt.subplots(figsize=(7, 4.2))
     ax.plot([r["step"] for r in records], [train_bpc(r) for r in records],
             color="tab:gray", alpha=0.8, label="train (last call's batches)")  # fmt: skip
     if periodic:
@@ -54,7 +61,6 @@ def plot_curves(records: Sequence[dict[str, Any]], path: str | Path, *, title: s
     if final:
         ax.plot([r["step"] for r in final], [r["val_bpc"] for r in final], linestyle="none",
                 color="tab:red", marker="*", markersize=11, label="val (all of it)")  # fmt: skip
-    if final:
         score = f"val {final[-1]['val_bpc']:.3f} bpc (all of it, step {final[-1]['step']})"
     else:
         score = f"best val {min(r['val_bpc'] for r in records):.3f} bpc (sampled)"
@@ -65,9 +71,11 @@ def plot_curves(records: Sequence[dict[str, Any]], path: str | Path, *, title: s
     fig.tight_layout()
     path = Path(path)
     tmp = path.with_name(f".tmp-{path.name}")
-    fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        fig.savefig(tmp, dpi=110, format="png")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return True
 
 

@@ -58,6 +58,10 @@ class _Printer:
         self.train_bar.close()
         print(f"--- sample at temperature {temperature}:\n{text}\n---", flush=True)
 
+    def on_warning(self, message: str) -> None:
+        self.train_bar.close()
+        print(f"textgen: warning: {message}", file=sys.stderr, flush=True)
+
     def on_stop(self, reason: str, step: int, epoch: int, checkpoint: str | None, weights: str):
         self.train_bar.close()
         saved = f"; checkpoint {checkpoint}" if checkpoint else ""

@@ -89,8 +89,8 @@ def train(
 
     Args:
         cfg: The resolved config.
-        on_event: Called as `on_event(kind, **data)` for `index`, `start`, `resume`,
-            `progress`, `eval`, `sample` and `stop` events.
+        on_event: Called as `on_event(kind, **data)` for `index`, `indexed`, `start`,
+            `resume`, `progress`, `eval`, `sample`, `warning` and `stop` events.
         stop: Set it (e.g. from a SIGINT handler) to checkpoint and return early.
 
     Returns:
@@ -249,7 +249,6 @@ class _Session:
                 shutil.rmtree(self.scratch, ignore_errors=True)
         if reason != "interrupted" and progress.step > 0:  # Ctrl-C means: exit now
             metrics = self._evaluate(progress, loss, final=True)
-        self._plot_curves(force=True)
         self.emit("stop", reason=reason, step=progress.step, epoch=progress.epoch,
                   checkpoint=self.state.manager.latest_checkpoint if self.chief else None,
                   weights=weights_fingerprint(self.model))  # fmt: skip
@@ -334,16 +333,21 @@ class _Session:
             if improved or not self.run_dir.best_model.exists():
                 self._save_best_model()
             write_scalars(self.writer, record)
-            self._plot_curves(force=False)
+            self._plot_curves(force=final)
         self.emit("eval", **record)
         return record
 
     def _plot_curves(self, *, force: bool) -> None:
-        """Redraws RUN/curves.png (chief only): at the end, else at most once a minute."""
-        if not self.chief or not (force or time.monotonic() - self.plotted_at >= PLOT_EVERY_S):
+        """Redraws RUN/curves.png: after a final evaluation, else at most once a minute."""
+        if not force and time.monotonic() - self.plotted_at < PLOT_EVERY_S:
             return
-        plot_curves(self.run_dir.read_metrics(), self.run_dir.curves, title=str(self.run_dir.path))
         self.plotted_at = time.monotonic()
+        try:
+            plot_curves(
+                self.run_dir.read_metrics(), self.run_dir.curves, title=str(self.run_dir.path)
+            )
+        except Exception as error:  # a plot is never worth stopping a training run for
+            self.emit("warning", message=f"{self.run_dir.curves.name} not drawn: {error}")
 
     def _save_best_model(self) -> None:
         path = self.run_dir.best_model

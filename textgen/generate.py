@@ -135,8 +135,9 @@ class Generator:
         tokenizer: The run's tokenizer.
         config: The run's config (its `sample` section gives the CLI's defaults), if known.
         jit_compile: XLA-compile the loop (one compile, seconds, per number of samples). On
-            a 2-core CPU, one sample: 3.6x faster at 128 units, the same at 256 and 512
-            (`scripts/bench_sample.py`).
+            a 2-core CPU, one sample: ~3x faster per character at 128 units, the same at 256
+            and 512 (`scripts/bench_sample.py`). XLA draws tokens by another algorithm, so a
+            seed gives other text than without it (the same text on every XLA run).
     """
 
     def __init__(
@@ -319,25 +320,27 @@ class Generator:
             )
             samples = tf.shape(states)[1]
 
-            def sample_with(rule: int):
+            def sample_with(rule: int, start: tuple):
                 def run():
                     out = tf.zeros([block, samples], tf.int32)  # (block, samples): fixed for XLA
 
                     def body(i, out, *carry):
                         logits = step.logits(carry)  # (samples, vocab)
                         key = tf.random.experimental.stateless_fold_in(seed, position + i)
-                        token = pick_tokens(rule, logits, temperature, top_k, top_p, key)
+                        settings = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
+                        token = pick_tokens(rule, logits, seed=key, **settings)  # (samples,)
                         out = tf.tensor_scatter_nd_update(out, [[i]], token[None])
                         return (i + 1, out, *step.advance(token, carry))
 
-                    loop = tf.while_loop(lambda i, *_: i < length, body, (0, out, *carry))
+                    loop = tf.while_loop(lambda i, *_: i < length, body, (0, out, *start))
                     return loop[1], loop[2:]
 
                 return run
 
             # One loop per rule, the rule picked once: a branch per token costs ~30% of a step.
             rule = sampling_rule(temperature, top_k, top_p)
-            out, carry = tf.switch_case(rule, [sample_with(r) for r in (GREEDY, PLAIN, FILTERED)])
-            return tf.transpose(out), step.states_of(carry)  # (samples, block), states
+            loops = [sample_with(r, carry) for r in (GREEDY, PLAIN, FILTERED)]
+            out, final_carry = tf.switch_case(rule, loops)
+            return tf.transpose(out), step.states_of(final_carry)  # (samples, block), states
 
         return chunk

@@ -7,7 +7,7 @@ The step is software-pipelined: each layer's recurrent term `h @ recurrent_kerne
 the *next* token is computed as soon as this token's `h` exists, and carried. The chain from one
 sampled token to the next then holds one matmul per layer above the first plus the logits; the
 recurrent matmuls run beside it on another core (TensorFlow runs independent ops of a graph in
-parallel). Sampling one stream at the base size, this halves the time per character on 2 cores.
+parallel). docs/benchmarks.md has the figures (one stream at the base size, 2 cores).
 Its tensors are variables, so `refresh` loads newer weights into a compiled sampler without
 retracing.
 """
@@ -104,7 +104,8 @@ class StepModel:
         """(h, c) per layer of a carry, stacked: (2 * layers, samples, units)."""
         import tensorflow as tf
 
-        return tf.stack([x for i, x in enumerate(carry) if i % CARRY_PER_LAYER != 2])
+        hc = [carry[CARRY_PER_LAYER * layer + j] for layer in range(self.layers) for j in (0, 1)]
+        return tf.stack(hc)
 
     def _recurrent_term(self, layer: int, h):
         """h @ recurrent_kernel, plus the bias above the first layer: (samples, 4 * units)."""
@@ -158,10 +159,16 @@ GREEDY, PLAIN, FILTERED = 0, 1, 2  # the sampling rules; `Generator` compiles a 
 
 
 def sampling_rule(temperature, top_k, top_p):
-    """The sampling rule, GREEDY, PLAIN or FILTERED, for scalar tensor arguments.
+    """The sampling rule for these arguments, chosen once per call (no branch per token).
 
-    GREEDY at temperature 0, else FILTERED when top-k (> 0) or top-p (< 1) is on. Chosen once per
-    call, so the loop over tokens holds no branch.
+    Args:
+        temperature: Scalar float32 tensor; 0 is greedy.
+        top_k: Scalar int32 tensor; 0 is off.
+        top_p: Scalar float32 tensor; 1 is off.
+
+    Returns:
+        A scalar int32 tensor: GREEDY at temperature 0, else FILTERED when top-k or top-p is
+        on, else PLAIN.
     """
     import tensorflow as tf
 
@@ -169,7 +176,7 @@ def sampling_rule(temperature, top_k, top_p):
     return tf.where(temperature > 0, tf.where(filtering, FILTERED, PLAIN), GREEDY)
 
 
-def pick_tokens(rule: int, logits, temperature, top_k, top_p, seed):
+def pick_tokens(rule: int, logits, *, temperature, top_k, top_p, seed):
     """One token per row by `rule`: the argmax, or a draw after temperature (and top-k, top-p).
 
     Ties at the top-k / top-p cut-off are all kept.

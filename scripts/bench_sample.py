@@ -206,7 +206,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     base = load_config(REPO / "configs" / "base.yaml")
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="small model and counts (seconds)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="seconds: sets units, length, samples and counts small, over any given",
+    )
     p.add_argument("--units", type=int, default=base.model.units)
     p.add_argument("--layers", type=int, default=base.model.layers)
     p.add_argument("--embedding-dim", type=int, default=base.model.embedding_dim)

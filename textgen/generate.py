@@ -135,7 +135,7 @@ class Generator:
         tokenizer: The run's tokenizer.
         config: The run's config (its `sample` section gives the CLI's defaults), if known.
         jit_compile: XLA-compile the loop (one compile, seconds, per number of samples). On
-            a 2-core CPU, one sample: ~3x faster per character at 128 units, the same at 256
+            a 2-core CPU, one sample: ~4x faster per character at 128 units, the same at 256
             and 512 (`scripts/bench_sample.py`). XLA draws tokens by another algorithm, so a
             seed gives other text than without it (the same text on every XLA run).
     """

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from textgen.curves import plot_curves, train_bpc
+from textgen.curves import CurvesPainter, plot_curves, train_bpc
+from textgen.rundir import RunDir
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -56,3 +57,20 @@ def test_without_matplotlib_nothing_is_drawn(tmp_path: Path, monkeypatch) -> Non
 def test_no_records_draw_nothing(tmp_path: Path) -> None:
     assert not plot_curves([], tmp_path / "curves.png")
     assert not list(tmp_path.iterdir())
+
+
+def test_the_painter_redraws_at_most_once_a_minute_unless_forced(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    run = RunDir(tmp_path / "run")
+    run.prepare()
+    for r in RECORDS:
+        run.append_metrics(r)
+    warnings: list[str] = []
+    paint = CurvesPainter(run, warn=warnings.append)
+    paint()
+    assert run.curves.is_file()
+    run.curves.unlink()
+    paint()  # within the minute: not redrawn
+    assert not run.curves.exists()
+    paint(force=True)  # after a final evaluation
+    assert run.curves.is_file() and not warnings

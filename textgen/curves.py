@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+PAINT_EVERY_S = 60.0  # during training, RUN/curves.png is redrawn at most this often (~0.2 s)
 
 
 def train_bpc(record: dict[str, Any]) -> float:
@@ -96,3 +99,29 @@ def write_scalars(writer, record: dict[str, Any]) -> None:
         for key in ("loss", "val_loss", "val_bpc", "chars_per_sec", "rss_mb"):
             tf.summary.write(key, tf.constant(record[key], tf.float32), metadata=scalars)
     writer.flush()
+
+
+class CurvesPainter:
+    """Redraws a run's curves.png from its metrics: when forced, else at most once a minute.
+
+    A failed drawing is passed to `warn` as one line: a plot never stops a training run.
+
+    Args:
+        run_dir: The run (a `RunDir`).
+        warn: Called with the message when the PNG cannot be written.
+    """
+
+    def __init__(self, run_dir, *, warn: Callable[[str], None]) -> None:
+        self.run_dir, self.warn = run_dir, warn
+        self.painted_at = -math.inf  # the first evaluation draws
+
+    def __call__(self, *, force: bool = False) -> None:
+        """Draws now if forced (after a final evaluation) or a minute has passed."""
+        if not force and time.monotonic() - self.painted_at < PAINT_EVERY_S:
+            return
+        self.painted_at = time.monotonic()
+        path = self.run_dir.curves
+        try:
+            plot_curves(self.run_dir.read_metrics(), path, title=str(self.run_dir.path))
+        except Exception as error:  # a plot is never worth stopping a training run for
+            self.warn(f"{path.name} not drawn: {error}")

@@ -25,7 +25,7 @@ from typing import Any
 from textgen.checkpoints import Progress, TrainState, check_resumable
 from textgen.config import Config
 from textgen.corpus import Index, index_corpus
-from textgen.curves import plot_curves, write_scalars
+from textgen.curves import CurvesPainter, write_scalars
 from textgen.distribute import agree_on_stop, is_chief, make_strategy
 from textgen.errors import TextgenError
 from textgen.memory import pin_mmap_threshold, rss_mb
@@ -35,7 +35,6 @@ from textgen.scoring import Scorer
 from textgen.windows import BatchPlan, TokenFile, WindowSpec, eval_starts, train_dataset
 
 EventHandler = Callable[..., None]
-PLOT_EVERY_S = 60.0  # RUN/curves.png is redrawn at most this often during training (~0.2 s each)
 
 
 @dataclass
@@ -193,7 +192,7 @@ class _Session:
             self.scratch = None if chief else tempfile.mkdtemp(prefix="textgen-worker-")
             self.state = TrainState(self.model, optimizer, self.scratch or run.checkpoints)
         self.scorer = Scorer(self.model, index.tokenizer.token_char_lengths(), cfg.windows.maxlen)
-        self.plotted_at = -math.inf  # the first evaluation draws the curves
+        self.paint_curves = CurvesPainter(run, warn=lambda text: emit("warning", message=text))
         counts = index.meta["counts"]
         self.chars_per_token = counts["chars"] / max(counts["tokens"], 1)
         targets = cfg.windows.maxlen if cfg.windows.target == "sequence" else 1
@@ -333,21 +332,9 @@ class _Session:
             if improved or not self.run_dir.best_model.exists():
                 self._save_best_model()
             write_scalars(self.writer, record)
-            self._plot_curves(force=final)
+            self.paint_curves(force=final)
         self.emit("eval", **record)
         return record
-
-    def _plot_curves(self, *, force: bool) -> None:
-        """Redraws RUN/curves.png: after a final evaluation, else at most once a minute."""
-        if not force and time.monotonic() - self.plotted_at < PLOT_EVERY_S:
-            return
-        self.plotted_at = time.monotonic()
-        try:
-            plot_curves(
-                self.run_dir.read_metrics(), self.run_dir.curves, title=str(self.run_dir.path)
-            )
-        except Exception as error:  # a plot is never worth stopping a training run for
-            self.emit("warning", message=f"{self.run_dir.curves.name} not drawn: {error}")
 
     def _save_best_model(self) -> None:
         path = self.run_dir.best_model

@@ -82,22 +82,14 @@ def numpy_matmul_flops(n: int = 2048, repeats: int = 5) -> float:
 
 def session_for(overrides: list[str], corpus: Path, workdir: Path, tag: str):
     """A trainer session (model, compiled steps, pipeline) without running its loop."""
-    import tensorflow as tf
-
     from textgen.config import load_config
-    from textgen.corpus import index_corpus
-    from textgen.rundir import RunDir
-    from textgen.trainer import _Session
+    from textgen.session import open_session
 
     cfg = load_config("configs/base.yaml", [
         f"data.path={corpus}", f"data.index_dir={workdir / 'index_speed'}",
         f"train.out_dir={workdir / ('speed_' + tag)}", "train.fresh=true", *overrides,
     ])  # fmt: skip
-    index, _ = index_corpus(cfg.data, min_split_tokens=cfg.windows.maxlen + 1)
-    run = RunDir(cfg.train.out_dir)
-    run.prepare()
-    strategy = tf.distribute.get_strategy()
-    return _Session(cfg, run, index, lambda *a, **k: None, strategy=strategy, chief=True)
+    return open_session(cfg)
 
 
 def time_calls(session, iterator, calls: int, steps: int) -> float:
@@ -105,11 +97,11 @@ def time_calls(session, iterator, calls: int, steps: int) -> float:
     import tensorflow as tf
 
     n = tf.constant(steps, tf.int32)
-    session._train_calls(iterator, n)
+    session.train_steps(iterator, n)
     times = []
     for _ in range(calls):
         start = time.perf_counter()
-        float(session._train_calls(iterator, n))
+        float(session.train_steps(iterator, n))
         times.append((time.perf_counter() - start) / steps)
     return statistics.median(times)
 
@@ -119,7 +111,8 @@ def in_memory_iterator(session, batches: int):
     import numpy as np
     import tensorflow as tf
 
-    pairs = [session.plan.batch(session.train_tokens, 0, k) for k in range(batches)]
+    plan, tokens = session.data.batch_plan(), session.data.index.train
+    pairs = [plan.batch(tokens, 0, k) for k in range(batches)]
     xs, ys = np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
     data = tf.data.Dataset.from_tensor_slices((xs, ys)).repeat().prefetch(8)
     return iter(session.strategy.experimental_distribute_dataset(data))
@@ -127,10 +120,10 @@ def in_memory_iterator(session, batches: int):
 
 def pipeline_overhead(corpus: Path, workdir: Path, quick: bool) -> dict:
     """(b): seconds per step, pipeline vs in-memory, alternating rounds."""
-    from textgen.checkpoints import Progress
+    from textgen.checkpoints import TrainCounters
 
     session = session_for(["model.units=256", "model.layers=1"], corpus, workdir, "pipe")
-    pipe = session.dataset_iterator(Progress())
+    pipe = session.iterator(TrainCounters())
     memory = in_memory_iterator(session, 64)
     rounds, calls = (2, 2) if quick else (4, 3)
     pipe_t, mem_t = [], []
@@ -138,23 +131,23 @@ def pipeline_overhead(corpus: Path, workdir: Path, quick: bool) -> dict:
         pipe_t.append(time_calls(session, pipe, calls, 10))
         mem_t.append(time_calls(session, memory, calls, 10))
     p, m = statistics.median(pipe_t), statistics.median(mem_t)
-    tokens = session.targets_per_step
+    tokens = session.data.targets_per_step
     return {"pipeline_chars_per_s": round(tokens / p), "in_memory_chars_per_s": round(tokens / m),
             "overhead_pct": round(100 * (p - m) / m, 2)}  # fmt: skip
 
 
 def efficiency(corpus: Path, workdir: Path, quick: bool) -> dict:
     """(c): training FLOP/s at units 512 vs numpy matmul FLOP/s."""
-    from textgen.checkpoints import Progress
+    from textgen.checkpoints import TrainCounters
     from textgen.model import train_flops_per_token
 
     rows = {}
     for batch in (64, 128):
         session = session_for(["model.units=512", "model.layers=2", f"train.batch_size={batch}"],
                               corpus, workdir, f"eff{batch}")  # fmt: skip
-        seconds = time_calls(session, session.dataset_iterator(Progress()), 2 if quick else 3, 5)
-        flops = train_flops_per_token(session.cfg.model, session.index.vocab_size)
-        rows[batch] = flops * session.targets_per_step / seconds
+        seconds = time_calls(session, session.iterator(TrainCounters()), 2 if quick else 3, 5)
+        flops = train_flops_per_token(session.cfg.model, session.data.index.vocab_size)
+        rows[batch] = flops * session.data.targets_per_step / seconds
     matmul = numpy_matmul_flops()
     best = max(rows, key=rows.get)
     return {"train_gflops_by_batch": {b: round(f / 1e9, 1) for b, f in rows.items()},
@@ -164,7 +157,7 @@ def efficiency(corpus: Path, workdir: Path, quick: bool) -> dict:
 
 def supervision(corpus: Path, workdir: Path, quick: bool) -> dict:
     """(d): supervised chars/s, sequence target (maxlen 128) vs classic next-char (maxlen 40)."""
-    from textgen.checkpoints import Progress
+    from textgen.checkpoints import TrainCounters
 
     model = ["model.units=256", "model.layers=1", "train.batch_size=128"]
     setups = {
@@ -174,8 +167,8 @@ def supervision(corpus: Path, workdir: Path, quick: bool) -> dict:
     rates = {}
     for name, words in setups.items():
         session = session_for([*model, *words], corpus, workdir, name)
-        seconds = time_calls(session, session.dataset_iterator(Progress()), 2 if quick else 3, 5)
-        rates[name] = session.targets_per_step / seconds
+        seconds = time_calls(session, session.iterator(TrainCounters()), 2 if quick else 3, 5)
+        rates[name] = session.data.targets_per_step / seconds
     return {"supervised_chars_per_s": {k: round(v) for k, v in rates.items()},
             "ratio": round(rates["sequence"] / rates["classic_next"], 1)}  # fmt: skip
 

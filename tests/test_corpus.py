@@ -80,20 +80,19 @@ def test_index_files_and_meta(tmp_path):
     assert stray_entries(tmp_path) == []
 
 
-def test_splits_are_read_only_int32_memmaps(tmp_path):
+def test_splits_are_int32_npy_files_read_by_slices(tmp_path):
     corpus = write_corpus(tmp_path, TEXT)
     index, _ = index_corpus(data_cfg(corpus, tmp_path / "idx"))
-    for split in (index.train, index.val):
-        assert isinstance(split, np.memmap)
-        assert split.dtype == np.int32
-        assert split.ndim == 1
-        assert not split.flags.writeable
-        with pytest.raises(ValueError):
-            split[0] = 1
-    # Plain numpy reads the files too: they are ordinary .npy files.
-    train = np.load(tmp_path / "idx" / "train.npy")
-    assert train.dtype == np.int32
-    assert np.array_equal(train, index.train)
+    for name, split in (("train", index.train), ("val", index.val)):
+        # Plain numpy opens the files as read-only memmaps: they are ordinary .npy files.
+        mapped = np.load(tmp_path / "idx" / f"{name}.npy", mmap_mode="r")
+        assert mapped.dtype == np.int32 and mapped.ndim == 1
+        assert not mapped.flags.writeable
+        assert len(split) == len(mapped)
+        assert np.array_equal(split[3:40], mapped[3:40])  # slices are read from the file
+        assert np.array_equal(np.asarray(split), mapped)
+        with pytest.raises(TypeError):
+            split[0] = 1  # the index is read-only
 
 
 def test_directory_sorted_nested_hidden_skipped(tmp_path):

@@ -120,7 +120,7 @@ def test_mixed_bfloat16_trains_with_float32_logits(tmp_path: Path, corpus: Path)
     import keras
 
     from textgen.config import load_config
-    from textgen.rundir import load_model
+    from textgen.rundir import RunDir
     from textgen.trainer import train
 
     args = _overrides(tmp_path, corpus, "bf16", **{"train.mixed_precision": "mixed_bfloat16"})
@@ -128,6 +128,6 @@ def test_mixed_bfloat16_trains_with_float32_logits(tmp_path: Path, corpus: Path)
     assert result.stop_reason == "max_steps"
     assert np.isfinite(result.last_metrics["val_bpc"])
     assert keras.mixed_precision.global_policy().name == "float32"  # restored afterwards
-    model, _, _ = load_model(tmp_path / "bf16")
+    model = RunDir(tmp_path / "bf16").load_model()
     logits = model(np.zeros((1, 8), np.int32))
     assert logits.dtype == "float32"

@@ -14,8 +14,8 @@ from run_fixtures import make_run, remove_checkpoints
 from textgen import cli
 from textgen.errors import TextgenError
 from textgen.evaluate import evaluate, main
-from textgen.rundir import load_model
-from textgen.windows import TokenFile
+from textgen.rundir import RunDir
+from textgen.tokenfile import TokenFile
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def write(path: Path, data: str | bytes) -> Path:
 
 def hand_bpc(run: Path, text: str, maxlen: int) -> tuple[float, int]:
     """Nats summed by hand: char t (t >= 1) is predicted from its window's chars before it."""
-    model, _, tokenizer = load_model(run)
+    model, tokenizer = RunDir(run).load_model(), RunDir(run).load_tokenizer()
     ids = tokenizer.encode(text)
     nats = 0.0
     for t in range(1, len(ids)):
@@ -58,7 +58,7 @@ def test_unknown_characters_are_counted(run: Path, tmp_path: Path) -> None:
 
 
 def test_val_split_equals_the_same_text_from_a_file(run: Path, tmp_path: Path) -> None:
-    _, cfg, tokenizer = load_model(run)
+    cfg, tokenizer = RunDir(run).load_config(), RunDir(run).load_tokenizer()
     val = TokenFile(Path(cfg.data.index_dir) / "val.npy")
     ids = val.read(np.array([0]), len(val))[0]
     from_val = evaluate(run)

@@ -12,7 +12,7 @@ from run_fixtures import make_run, remove_checkpoints
 
 from textgen.errors import TextgenError
 from textgen.generate import Generator, UnknownCharsWarning
-from textgen.rundir import load_model
+from textgen.rundir import RunDir
 from textgen.stepmodel import StepModel
 
 PERIOD = "abcdé東😀xyz\n"  # each character has one successor: a deterministic pattern
@@ -84,7 +84,8 @@ def test_step_model_logits_equal_the_full_models(tmp_path: Path, layers: int) ->
     # The step model folds and pipelines each layer's weights. With every weight random (no two
     # biases or kernels alike), its logits token by token must equal the whole Keras model's.
     text = synthetic_text(lines=60, seed=layers)
-    model, _, tokenizer = load_model(make_run(tmp_path / "run", text, steps=1, layers=layers))
+    run = RunDir(make_run(tmp_path / "run", text, steps=1, layers=layers))
+    model, tokenizer = run.load_model(), run.load_tokenizer()
     rng = np.random.default_rng(layers)
     model.set_weights([rng.normal(0, 0.5, w.shape).astype(np.float32) for w in model.weights])
     step = StepModel(model)
@@ -137,7 +138,8 @@ def test_samples_stay_inside_top_k_and_top_p(noisy: Generator) -> None:
 
 
 def test_the_unknown_id_is_never_sampled(tmp_path: Path) -> None:
-    model, _, tokenizer = load_model(make_run(tmp_path / "run", "abcabc\n" * 20, steps=1))
+    run = RunDir(make_run(tmp_path / "run", "abcabc\n" * 20, steps=1))
+    model, tokenizer = run.load_model(), run.load_tokenizer()
     bias = model.get_layer("logits").bias
     bias.assign(bias.numpy() + np.eye(len(bias.numpy()), 1)[:, 0] * 1e4)  # id 0 dominates
     gen = Generator(model, tokenizer)
@@ -181,12 +183,11 @@ def test_no_retracing_across_varied_calls(tmp_path: Path) -> None:
 def test_refresh_follows_new_weights_without_retracing(tmp_path: Path) -> None:
     import keras
 
-    from textgen.rundir import load_model
-
     # Two layers: the variables of the upper layer (input kernel, bias, recurrent) refresh too.
     before = make_run(tmp_path / "before", PATTERN, steps=1, layers=2)
-    untrained, _, _ = load_model(before)
-    trained, _, tokenizer = load_model(make_run(tmp_path / "after", PATTERN, steps=150, layers=2))
+    untrained = RunDir(before).load_model()
+    after = RunDir(make_run(tmp_path / "after", PATTERN, steps=150, layers=2))
+    trained, tokenizer = after.load_model(), after.load_tokenizer()
     model = keras.models.clone_model(untrained)
     model.set_weights(untrained.get_weights())
     gen = Generator(model, tokenizer)

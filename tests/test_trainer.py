@@ -130,7 +130,7 @@ def check_run_dir(paths: Paths, cfg: Config, result) -> None:
     run = RunDir(paths.out)
     assert result.run_dir == paths.out
     assert run.load_config() == cfg
-    assert run.load_tokenizer("char").chars == "".join(sorted(set(SENTENCE)))
+    assert run.load_tokenizer().chars == "".join(sorted(set(SENTENCE)))
     assert latest_checkpoint(paths.out).endswith(f"ckpt-{result.step}")
 
     records = run.read_metrics()
@@ -148,7 +148,7 @@ def check_run_dir(paths: Paths, cfg: Config, result) -> None:
 
     # model.keras: int32 ids -> logits, and it has learned the sentence.
     model = keras.models.load_model(run.best_model, compile=False)
-    tokenizer = run.load_tokenizer("char")
+    tokenizer = run.load_tokenizer()
     prompt = SENTENCE[:-3]  # "... the lazy do"
     logits = keras.ops.convert_to_numpy(model(tokenizer.encode(prompt)[None, :]))
     assert logits.shape == (1, len(prompt), tokenizer.vocab_size)

@@ -12,10 +12,10 @@ from conftest import synthetic_text, write_corpus
 from textgen.config import load_config
 from textgen.corpus import index_corpus
 from textgen.errors import TextgenError
+from textgen.tokenfile import TokenFile
 from textgen.windows import (
     BatchPlan,
     EpochOrder,
-    TokenFile,
     WindowSpec,
     eval_starts,
     train_dataset,

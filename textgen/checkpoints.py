@@ -8,7 +8,7 @@ from pathlib import Path
 from textgen.config import Config
 from textgen.errors import TextgenError
 from textgen.rundir import RunDir
-from textgen.tokenizers import Tokenizer
+from textgen.tokenizers import Tokenizer, same_vocabulary
 
 # Keys whose change makes the saved weights or token ids meaningless.
 _SHAPE_KEYS = (
@@ -20,7 +20,7 @@ _SHAPE_KEYS = (
 
 
 @dataclass
-class Progress:
+class TrainCounters:
     """Where training stands: saved in every checkpoint."""
 
     step: int = 0  # optimizer steps taken
@@ -30,8 +30,8 @@ class Progress:
     bad_evals: int = 0  # evaluations since the best, for early stopping
 
 
-class TrainState:
-    """Model, optimizer, progress counters and RNG state, under one tf.train.Checkpoint.
+class TrainCheckpoint:
+    """Model, optimizer, counters and RNG state of a run, in one tf.train.Checkpoint.
 
     Args:
         model: The Keras model (built under the strategy scope).
@@ -50,7 +50,7 @@ class TrainState:
                 trainable=False,
                 name=f.name,
             )
-            for f in fields(Progress)
+            for f in fields(TrainCounters)
         }
         # Keras' SeedGenerator states (dropout) are not tracked by tf.train.Checkpoint by default.
         rng = [v.value for v in model.variables if "seed_generator" in v.path]
@@ -61,7 +61,7 @@ class TrainState:
             self.checkpoint, str(directory), max_to_keep=max_to_keep
         )
 
-    def restore(self, path: str) -> Progress:
+    def restore(self, path: str) -> TrainCounters:
         """Restores everything from `path`; a damaged checkpoint is a TextgenError naming it."""
         import tensorflow as tf
 
@@ -75,13 +75,13 @@ class TrainState:
                 "or delete it to fall back to an older one",
                 path,
             ) from None
-        return Progress(**{k: v.numpy().item() for k, v in self._vars.items()})
+        return TrainCounters(**{k: v.numpy().item() for k, v in self._vars.items()})
 
-    def save(self, progress: Progress) -> str:
+    def save(self, counters: TrainCounters) -> str:
         """Writes a checkpoint of the current state (CheckpointManager writes then renames)."""
         for name, var in self._vars.items():
-            var.assign(getattr(progress, name))
-        return self.manager.save(checkpoint_number=progress.step)
+            var.assign(getattr(counters, name))
+        return self.manager.save(checkpoint_number=counters.step)
 
 
 def check_resumable(run: RunDir, cfg: Config, tokenizer: Tokenizer) -> list[str]:
@@ -102,8 +102,8 @@ def check_resumable(run: RunDir, cfg: Config, tokenizer: Tokenizer) -> list[str]
                 f"cannot resume: {section}.{key} changed from {old!r} to {new!r}; {how}",
                 str(run.path),
             )
-    previous = run.load_tokenizer(saved.data.tokenizer)
-    if previous.vocabulary_key != tokenizer.vocabulary_key:
+    previous = run.load_tokenizer()
+    if not same_vocabulary(previous, tokenizer):
         raise TextgenError(
             f"cannot resume: the corpus vocabulary changed since this run started "
             f"({previous.vocab_size} -> {tokenizer.vocab_size} tokens); {how}",

@@ -32,6 +32,7 @@ from textgen.sources import (
     hash_file,
     read_text_chunks,
 )
+from textgen.tokenfile import TokenFile
 from textgen.tokenizers import (
     CharTokenizer,
     SentencePieceTokenizer,
@@ -43,16 +44,16 @@ from textgen.tokenizers import (
 FORMAT_VERSION = 1
 _SP_MAX_LINE = 4096  # sentencepiece skips longer sentences; longer lines are cut for training
 
-Progress = Callable[[int, int], None]  # (bytes done, bytes total) over both passes
+IndexProgress = Callable[[int, int], None]  # (bytes done, bytes total) over both passes
 
 
 @dataclass
 class Index:
-    """An opened index: read-only memmaps of the two splits and the tokenizer."""
+    """An opened index: its two splits (read by `pread`), the tokenizer and meta.json."""
 
     directory: Path
-    train: np.ndarray  # (train_tokens,) int32, memmap
-    val: np.ndarray  # (val_tokens,) int32, memmap
+    train: TokenFile  # (train_tokens,) int32
+    val: TokenFile  # (val_tokens,) int32
     tokenizer: Tokenizer
     meta: dict[str, Any]
 
@@ -66,7 +67,7 @@ def index_corpus(
     data_cfg: DataConfig,
     *,
     min_split_tokens: int = 2,
-    progress: Progress | None = None,
+    progress: IndexProgress | None = None,
     force: bool = False,
 ) -> tuple[Index, bool]:
     """Indexes `data_cfg.path` into `data_cfg.index_dir` unless an up-to-date index is there.
@@ -110,6 +111,21 @@ def load_index(directory: str | Path) -> Index:
         TextgenError: no index there, or one of an unknown format.
     """
     directory = Path(directory)
+    meta = read_meta(directory)
+    try:
+        train, val = TokenFile(directory / "train.npy"), TokenFile(directory / "val.npy")
+    except (OSError, ValueError) as e:
+        raise TextgenError(f"corrupt index split: {e}", str(directory)) from None
+    tokenizer = load_tokenizer(directory, meta["tokenizer"]["kind"])
+    return Index(directory, train, val, tokenizer, meta)
+
+
+def read_meta(directory: Path) -> dict[str, Any]:
+    """The index's meta.json, checked to be of this format (the one place that parses it).
+
+    Raises:
+        TextgenError: no index there, an unreadable file, or an outdated format.
+    """
     meta_path = directory / "meta.json"
     if not meta_path.is_file():
         raise TextgenError("no index here (run `python -m textgen.index CONFIG`)", str(directory))
@@ -117,15 +133,9 @@ def load_index(directory: str | Path) -> Index:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise TextgenError(f"unreadable index metadata: {e}", str(meta_path)) from None
-    if meta.get("format_version") != FORMAT_VERSION:
+    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
         raise TextgenError("index format is outdated; re-index", str(directory))
-    try:
-        train = np.load(directory / "train.npy", mmap_mode="r")
-        val = np.load(directory / "val.npy", mmap_mode="r")
-    except (OSError, ValueError) as e:
-        raise TextgenError(f"corrupt index split: {e}", str(directory)) from None
-    tokenizer = load_tokenizer(directory, meta["tokenizer"]["kind"])
-    return Index(directory, train, val, tokenizer, meta)
+    return meta
 
 
 def index_settings(data_cfg: DataConfig) -> dict[str, Any]:
@@ -146,12 +156,10 @@ def index_settings(data_cfg: DataConfig) -> dict[str, Any]:
 def _is_current(index_dir: Path, sources: list[SourceFile], data_cfg: DataConfig) -> bool:
     """True when index_dir holds an index of exactly these sources and settings."""
     try:
-        meta = json.loads((index_dir / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    if meta.get("format_version") != FORMAT_VERSION or meta.get("settings") != index_settings(
-        data_cfg
-    ):
+        meta = read_meta(index_dir)
+    except TextgenError:
+        return False  # no index, or an unreadable or outdated one: build it
+    if meta.get("settings") != index_settings(data_cfg):
         return False
     recorded = [SourceFile(**s) for s in meta.get("sources", [])]
     if [s.path for s in recorded] != [s.path for s in sources]:
@@ -215,7 +223,7 @@ def _replace_dir(tmp: Path, target: Path) -> None:
 
 
 def _build(
-    data_cfg: DataConfig, sources: list[SourceFile], out: Path, progress: Progress | None
+    data_cfg: DataConfig, sources: list[SourceFile], out: Path, progress: IndexProgress | None
 ) -> dict[str, Any]:
     """Writes the index files into `out` (two passes over the sources) and returns the meta."""
     pin_mmap_threshold()  # chunk buffers go back to the OS: RSS does not grow with the corpus
@@ -309,7 +317,7 @@ def _encodable_pieces(path: str, data_cfg: DataConfig, tokenizer: Tokenizer):
 class _ProgressOffset:
     """Turns per-file byte counts into bytes done over the whole build."""
 
-    def __init__(self, progress: Progress | None, total: int) -> None:
+    def __init__(self, progress: IndexProgress | None, total: int) -> None:
         self.progress, self.total, self.base = progress, total, 0
 
     def __call__(self, done_in_file: int) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 
 from textgen import cli
 from textgen.errors import TextgenError
-from textgen.tokenizers import UNKNOWN_ID
+from textgen.tokenizers import UNKNOWN_ID, same_vocabulary
 
 _COUNT_BLOCK = 1 << 20  # ids per read when counting unknown ids in a split
 
@@ -47,17 +47,16 @@ def evaluate(
         TextgenError: a missing run, checkpoint, index or file; a file that is not UTF-8; a
             text too short to score; an index whose tokenizer is not the run's.
     """
-    from textgen.generate import check_checkpoint
     from textgen.rundir import RunDir
 
-    cfg = RunDir(run_dir).load_config()
-    check_checkpoint(run_dir, checkpoint)
-    text = read_utf8(text_file) if text_file is not None else None  # fail before loading TF
+    run = RunDir(run_dir)
+    run.resolve_checkpoint(checkpoint)  # a missing run or checkpoint is said before TensorFlow
+    cfg, tokenizer = run.load_config(), run.load_tokenizer()
+    text = read_utf8(text_file) if text_file is not None else None
 
-    from textgen.rundir import load_model
     from textgen.scoring import ArrayTokens, Scorer
 
-    model, cfg, tokenizer = load_model(run_dir, checkpoint)
+    model = run.load_model(checkpoint)
     if text is not None:
         ids = np.asarray(tokenizer.encode(text), dtype=np.int32)  # (tokens,)
         tokens, unknown, source = ArrayTokens(ids), int((ids == UNKNOWN_ID).sum()), str(text_file)
@@ -102,18 +101,14 @@ def read_utf8(path: str | Path) -> str:
 def _val_tokens(cfg, tokenizer):
     """The val split of the run's index, checked to use the run's tokenizer."""
     from textgen.corpus import load_index
-    from textgen.windows import TokenFile
 
     index = load_index(cfg.data.index_dir)
-    same = index.tokenizer.kind == tokenizer.kind and index.vocab_size == tokenizer.vocab_size
-    if same and hasattr(tokenizer, "chars"):
-        same = index.tokenizer.chars == tokenizer.chars
-    if not same:
+    if not same_vocabulary(index.tokenizer, tokenizer):
         raise TextgenError(
             "the index's tokenizer is not the run's (re-indexed since?); pass --text FILE",
             str(index.directory),
         )
-    return TokenFile(Path(index.directory) / "val.npy"), f"val split of {index.directory}"
+    return index.val, f"val split of {index.directory}"
 
 
 def _count_unknown(tokens) -> int:

@@ -29,6 +29,7 @@ from typing import Literal
 import numpy as np
 
 from textgen.errors import TextgenError
+from textgen.rundir import RunDir
 from textgen.stepmodel import FILTERED, GREEDY, PLAIN, StepModel, pick_tokens, sampling_rule
 from textgen.tokenizers import UNKNOWN_ID, Tokenizer
 
@@ -75,26 +76,6 @@ def check_sampling_args(
             raise TextgenError(f"{prefix}{name} must be {must}, got {value}", where)
 
 
-def check_checkpoint(run_dir: str | Path, checkpoint: str) -> None:
-    """Says, without TensorFlow, that a run has no such checkpoint (as `rundir.load_model` would).
-
-    Raises:
-        TextgenError: no run dir, no config, or no checkpoint of that name.
-    """
-    from textgen.rundir import RunDir
-
-    run = RunDir(run_dir)
-    run.load_config()  # no dir, no config.yaml: its own error
-    has_ckpt = (run.checkpoints / "checkpoint").is_file()
-    if checkpoint in ("best", "latest"):
-        if not has_ckpt and not (checkpoint == "best" and run.best_model.is_file()):
-            raise TextgenError("the run has no checkpoint yet (train it first)", str(run.path))
-    elif not checkpoint or not Path(checkpoint + ".index").is_file():
-        raise TextgenError(
-            "unknown checkpoint: use best, latest or a path like RUN/checkpoints/ckpt-N", checkpoint
-        )
-
-
 def encode_prompt(
     tokenizer: Tokenizer, prompt: str, *, on_unknown: Literal["error", "warn"] = "error"
 ) -> np.ndarray:
@@ -133,19 +114,15 @@ class Generator:
     Args:
         model: ids [batch, time] -> logits [batch, time, vocab] from `build_model`.
         tokenizer: The run's tokenizer.
-        config: The run's config (its `sample` section gives the CLI's defaults), if known.
         jit_compile: XLA-compile the loop (one compile, seconds, per number of samples). On
             a 2-core CPU, one sample: ~4x faster per character at 128 units, the same at 256
             and 512 (`scripts/bench_sample.py`). XLA draws tokens by another algorithm, so a
             seed gives other text than without it (the same text on every XLA run).
     """
 
-    def __init__(
-        self, model, tokenizer: Tokenizer, *, config=None, jit_compile: bool = False
-    ) -> None:
+    def __init__(self, model, tokenizer: Tokenizer, *, jit_compile: bool = False) -> None:
         self.model = model
         self.tokenizer = tokenizer
-        self.config = config
         self.vocab_size = tokenizer.vocab_size
         self.trace_count = 0  # Python-side executions of the traced body: 1 after any calls
         self._step = StepModel(model)
@@ -166,12 +143,12 @@ class Generator:
 
     @classmethod
     def from_run(
-        cls, run_dir: str | Path, checkpoint: str = "best", *, jit_compile: bool = False
+        cls, run: str | Path | RunDir, checkpoint: str = "best", *, jit_compile: bool = False
     ) -> Generator:
-        """Loads a run's weights, tokenizer and config.
+        """Loads a run's weights and tokenizer.
 
         Args:
-            run_dir: The run dir (`train.out_dir`).
+            run: The run dir (`train.out_dir`), or a `RunDir` already read.
             checkpoint: `best` (model.keras, else the latest checkpoint), `latest`, or a
                 checkpoint path prefix such as `RUN/checkpoints/ckpt-3`.
             jit_compile: See the class.
@@ -179,11 +156,9 @@ class Generator:
         Raises:
             TextgenError: a missing run or checkpoint, or an unreadable file.
         """
-        from textgen.rundir import load_model
-
-        check_checkpoint(run_dir, checkpoint)
-        model, cfg, tokenizer = load_model(run_dir, checkpoint)
-        return cls(model, tokenizer, config=cfg, jit_compile=jit_compile)
+        run = run if isinstance(run, RunDir) else RunDir(run)
+        tokenizer = run.load_tokenizer()
+        return cls(run.load_model(checkpoint), tokenizer, jit_compile=jit_compile)
 
     def generate(
         self,

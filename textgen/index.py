@@ -6,6 +6,29 @@ import time
 from collections.abc import Sequence
 
 from textgen import cli
+from textgen.progress import ProgressBar
+
+
+def index_bar() -> ProgressBar:
+    """The progress line of indexing (both passes, in MB of source text)."""
+    return ProgressBar(None, desc="index", unit="MB", scale=1e-6)
+
+
+def describe_index(index, *, built: bool, seconds: float | None = None) -> str:
+    """The one-line summary of an index that `index` and `train` print."""
+    counts, sources = index.meta["counts"], index.meta["sources"]
+    if not built:
+        return f"index is up to date: {index.directory} ({counts['tokens']:,} tokens)"
+    megabytes = sum(s["size"] for s in sources) / 1e6
+    replaced = counts["replaced_chars"]
+    extra = f", {replaced:,} invalid bytes replaced" if replaced else ""
+    if seconds:
+        extra += f", {seconds:.1f} s ({megabytes / seconds:.1f} MB/s)"
+    return (
+        f"indexed {megabytes:.1f} MB from {len(sources)} file(s) into {index.directory}: "
+        f"{counts['train_tokens']:,} train + {counts['val_tokens']:,} val tokens, "
+        f"vocab {index.vocab_size}{extra}"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -16,10 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from textgen.config import load_config
     from textgen.corpus import index_corpus
-    from textgen.progress import ProgressBar
 
     cfg = load_config(args.config, args.overrides)
-    bar = ProgressBar(None, desc="index", unit="MB", scale=1e-6)
+    bar = index_bar()
     start = time.monotonic()
 
     def progress(done: int, total: int) -> None:
@@ -32,21 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     finally:
         bar.close()
-    counts = index.meta["counts"]
-    if not built:
-        print(f"index is up to date: {index.directory} ({counts['tokens']:,} tokens)")
-        return 0
-    seconds = time.monotonic() - start
-    megabytes = sum(s["size"] for s in index.meta["sources"]) / 1e6
-    replaced = (
-        f", {counts['replaced_chars']:,} invalid bytes replaced" if counts["replaced_chars"] else ""
-    )
-    print(
-        f"indexed {megabytes:.1f} MB from {len(index.meta['sources'])} file(s) into "
-        f"{index.directory}: {counts['train_tokens']:,} train + {counts['val_tokens']:,} val "
-        f"tokens, vocab {index.vocab_size}{replaced}, "
-        f"{seconds:.1f} s ({megabytes / seconds:.1f} MB/s)"
-    )
+    print(describe_index(index, built=built, seconds=time.monotonic() - start))
     return 0
 
 

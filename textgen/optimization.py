@@ -27,10 +27,10 @@ def learning_rate_schedule(train_cfg: TrainConfig, total_steps: int):
     )
 
 
-def compile_train_calls(
+def compile_train_steps(
     model, optimizer, strategy, train_cfg: TrainConfig, *, targets_per_window: int
 ):
-    """Returns `calls(iterator, steps) -> mean loss`: one tf.function running `steps` steps.
+    """Returns `train_steps(iterator, steps) -> mean loss`: one tf.function running `steps` steps.
 
     Args:
         model: ids -> logits.
@@ -70,11 +70,11 @@ def compile_train_calls(
         return loss
 
     @tf.function
-    def calls(iterator, steps):
+    def train_steps(iterator, steps):
         total = tf.constant(0.0)
         for _ in tf.range(steps):
             per_replica = strategy.run(replica_step, args=next(iterator))
             total += strategy.reduce("SUM", per_replica, axis=None)
         return total / tf.cast(steps, tf.float32)
 
-    return calls
+    return train_steps

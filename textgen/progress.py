@@ -23,6 +23,8 @@ class ProgressBar:
         desc: A short label.
         unit: The unit shown after amounts and rates.
         scale: Multiplies raw amounts for display (e.g. 1e-6 for bytes -> MB).
+        initial: The amount already done when the bar starts (a resumed run's step): rate and
+            ETA count only what is done from here on.
         stream: Where to draw (stderr by default).
         enabled: Draw at all; defaults to whether `stream` is a terminal.
     """
@@ -34,12 +36,14 @@ class ProgressBar:
         desc: str,
         unit: str,
         scale: float = 1.0,
+        initial: float = 0.0,
         stream: TextIO | None = None,
         enabled: bool | None = None,
     ) -> None:
         self.stream = stream or sys.stderr
         self.enabled = self.stream.isatty() if enabled is None else enabled
         self.total, self.desc, self.unit, self.scale = total, desc, unit, scale
+        self.initial = initial
         self.start = time.monotonic()
         self._last_draw = 0.0
         self._width = 0
@@ -51,7 +55,7 @@ class ProgressBar:
             return
         self._last_draw = now
         elapsed = max(now - self.start, 1e-9)
-        rate = done * self.scale / elapsed if rate is None else rate
+        rate = (done - self.initial) * self.scale / elapsed if rate is None else rate
         parts = [self.desc]
         if self.total:
             frac = min(done / self.total, 1.0)

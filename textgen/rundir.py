@@ -26,7 +26,7 @@ from textgen.tokenizers import Tokenizer, load_tokenizer
 
 
 class RunDir:
-    """Paths and files of one run.
+    """Paths and files of one run; it reads the saved config and tokenizer once.
 
     Args:
         path: The run dir (`train.out_dir`).
@@ -34,8 +34,10 @@ class RunDir:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._config: Config | None = None  # read on first use, then kept
+        self._tokenizer: Tokenizer | None = None
 
-    config = property(lambda self: self.path / "config.yaml")
+    config_file = property(lambda self: self.path / "config.yaml")
     checkpoints = property(lambda self: self.path / "checkpoints")
     best_model = property(lambda self: self.path / "model.keras")
     metrics = property(lambda self: self.path / "metrics.jsonl")
@@ -62,40 +64,114 @@ class RunDir:
                 f"cannot create the run dir: {e.strerror or e}", str(self.path)
             ) from None
 
+    def checkpoint_prefixes(self) -> list[str]:
+        """Path prefixes of the checkpoints on disk (`.../ckpt-N`), newest (largest N) first.
+
+        Read from the files themselves, not from TensorFlow's `checkpoint` state file, which
+        a crash or a user can leave pointing at nothing.
+        """
+        if not self.checkpoints.is_dir():
+            return []
+        numbered = []
+        for index_file in self.checkpoints.glob("ckpt-*.index"):
+            number = index_file.name[len("ckpt-") : -len(".index")]
+            if number.isdigit():
+                numbered.append((int(number), str(index_file.with_suffix(""))))
+        return [prefix for _, prefix in sorted(numbered, reverse=True)]
+
     def latest_checkpoint(self) -> str | None:
-        """Path prefix of the newest checkpoint, or None."""
+        """Path prefix of the newest checkpoint on disk, or None."""
+        prefixes = self.checkpoint_prefixes()
+        return prefixes[0] if prefixes else None
+
+    def resolve_checkpoint(self, checkpoint: str = "best") -> str:
+        """What `checkpoint` names in this run, checked without TensorFlow.
+
+        Args:
+            checkpoint: `best` (model.keras, else the newest checkpoint), `latest` (the newest
+                checkpoint), or a checkpoint path prefix such as `RUN/checkpoints/ckpt-3`.
+
+        Returns:
+            The path of model.keras or a checkpoint prefix.
+
+        Raises:
+            TextgenError: no run dir, no config, or no checkpoint of that name.
+        """
+        self.load_config()  # no dir, no config.yaml: its own error
+        if checkpoint == "best" and self.best_model.is_file():
+            return str(self.best_model)
+        if checkpoint in ("best", "latest"):
+            latest = self.latest_checkpoint()
+            if latest is None:
+                raise TextgenError("the run has no checkpoint yet (train it first)", str(self.path))
+            return latest
+        if checkpoint and Path(checkpoint + ".index").is_file():
+            return checkpoint
+        raise TextgenError(
+            "unknown checkpoint: use best, latest or a path like RUN/checkpoints/ckpt-N", checkpoint
+        )
+
+    def load_model(self, checkpoint: str = "best"):
+        """Loads the run's trained model (int32 ids [batch, time] -> logits).
+
+        Args:
+            checkpoint: As in `resolve_checkpoint`.
+
+        Raises:
+            TextgenError: a missing run or checkpoint, or an unreadable file.
+        """
+        path = self.resolve_checkpoint(checkpoint)
+        if path == str(self.best_model):
+            import keras
+
+            try:
+                return keras.models.load_model(path, compile=False)
+            except Exception as e:  # Keras raises many types for a damaged zip
+                raise TextgenError(f"cannot load model: {e.__class__.__name__}", path) from None
         import tensorflow as tf
 
-        return (
-            tf.train.latest_checkpoint(str(self.checkpoints)) if self.checkpoints.is_dir() else None
-        )
+        from textgen.model import build_model
+
+        model = build_model(self.load_config().model, self.load_tokenizer().vocab_size)
+        try:
+            tf.train.Checkpoint(model=model).restore(path).expect_partial()
+        except (tf.errors.OpError, ValueError, AssertionError, IndexError) as e:
+            raise TextgenError(f"corrupt checkpoint: {e.__class__.__name__}", path) from None
+        return model
 
     def clear(self) -> None:
         """Removes what a run writes (for `train.fresh`); leaves other files alone."""
         for name in ("checkpoints", "tensorboard"):
             shutil.rmtree(self.path / name, ignore_errors=True)
-        for path in (self.best_model, self.metrics, self.curves, self.samples, self.config):
+        for path in (self.best_model, self.metrics, self.curves, self.samples, self.config_file):
             path.unlink(missing_ok=True)
+        self._config = self._tokenizer = None
 
     def load_config(self) -> Config:
-        """The run's saved, resolved config."""
+        """The run's saved, resolved config (read once)."""
+        if self._config is not None:
+            return self._config
         if not self.path.is_dir():
             raise TextgenError("run dir not found", str(self.path))
-        if not self.config.is_file():
+        if not self.config_file.is_file():
             raise TextgenError("not a run dir (no config.yaml)", str(self.path))
         try:
-            raw = yaml.safe_load(self.config.read_text(encoding="utf-8"))
+            raw = yaml.safe_load(self.config_file.read_text(encoding="utf-8"))
         except yaml.YAMLError as e:
-            raise TextgenError(f"unreadable config.yaml: {e}", str(self.config)) from None
-        return load_config(None, (), base=raw or {})
+            raise TextgenError(f"unreadable config.yaml: {e}", str(self.config_file)) from None
+        self._config = load_config(None, (), base=raw or {})
+        return self._config
 
     def save_config(self, cfg: Config) -> None:
         """Writes config.yaml atomically."""
-        write_atomic(self.config, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        write_atomic(self.config_file, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        self._config = None  # the next read sees what was written
 
-    def load_tokenizer(self, kind: str) -> Tokenizer:
-        """The run's tokenizer."""
-        return load_tokenizer(self.path, kind)
+    def load_tokenizer(self) -> Tokenizer:
+        """The run's tokenizer (read once), of the kind its config names."""
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.path, self.load_config().data.tokenizer)
+        return self._tokenizer
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         """Appends one evaluation record to metrics.jsonl."""
@@ -115,51 +191,3 @@ def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
-
-
-def load_model(run_dir: str | Path, checkpoint: str = "best"):
-    """Loads a run's trained model (ids -> logits).
-
-    Args:
-        run_dir: The run dir.
-        checkpoint: `best` (model.keras, falling back to the latest checkpoint), `latest`,
-            or a checkpoint path prefix such as `RUN/checkpoints/ckpt-3`.
-
-    Returns:
-        (model, config, tokenizer)
-
-    Raises:
-        TextgenError: a missing run, checkpoint or an unreadable file.
-    """
-    import tensorflow as tf
-
-    from textgen.model import build_model
-
-    run = RunDir(run_dir)
-    cfg = run.load_config()
-    tokenizer = run.load_tokenizer(cfg.data.tokenizer)
-    if checkpoint == "best" and run.best_model.is_file():
-        import keras
-
-        try:
-            return keras.models.load_model(run.best_model, compile=False), cfg, tokenizer
-        except Exception as e:  # Keras raises many types for a damaged zip
-            raise TextgenError(
-                f"cannot load model: {e.__class__.__name__}", str(run.best_model)
-            ) from None
-    if checkpoint in ("best", "latest"):
-        path = run.latest_checkpoint()
-        if path is None:
-            raise TextgenError("the run has no checkpoint yet (train it first)", str(run.path))
-    elif checkpoint and tf.io.gfile.exists(checkpoint + ".index"):
-        path = checkpoint
-    else:
-        raise TextgenError(
-            "unknown checkpoint: use best, latest or a path like RUN/checkpoints/ckpt-N", checkpoint
-        )
-    model = build_model(cfg.model, tokenizer.vocab_size)
-    try:
-        tf.train.Checkpoint(model=model).restore(path).expect_partial()
-    except (tf.errors.OpError, ValueError, AssertionError, IndexError) as e:
-        raise TextgenError(f"corrupt checkpoint: {e.__class__.__name__}", path) from None
-    return model, cfg, tokenizer

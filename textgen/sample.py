@@ -47,23 +47,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    from textgen.generate import Generator, check_checkpoint, check_sampling_args, encode_prompt
+    from textgen.generate import Generator, check_sampling_args, encode_prompt
     from textgen.rundir import RunDir
 
     explicit = {k: v for k, v in _sampling_args(args).items() if v is not None}
     check_sampling_args(**{**_NEUTRAL, **explicit}, prefix="--")  # before anything slow
     run = RunDir(args.run_dir)
-    cfg = run.load_config()
-    defaults = cfg.sample
+    defaults = run.load_config().sample
     options = {**{k: getattr(defaults, k) for k in _NEUTRAL if k != "num_samples"}, **explicit}
     check_sampling_args(**options, prefix="--")
-    check_checkpoint(args.run_dir, args.checkpoint)
+    run.resolve_checkpoint(args.checkpoint)  # a missing one is said before TensorFlow loads
     prompt = args.prompt if args.prompt is not None else defaults.prompt
     if not args.allow_unknown:
-        encode_prompt(run.load_tokenizer(cfg.data.tokenizer), prompt)  # raises on unknown chars
+        encode_prompt(run.load_tokenizer(), prompt)  # raises on unknown chars
 
     cli.quiet_tensorflow()
-    generator = Generator.from_run(args.run_dir, args.checkpoint, jit_compile=args.xla)
+    generator = Generator.from_run(run, args.checkpoint, jit_compile=args.xla)
     out = _utf8_stdout()
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning

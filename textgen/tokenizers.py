@@ -109,9 +109,11 @@ class CharTokenizer:
         return self._id_to_point[ids].tobytes().decode("utf-32-le", "surrogatepass")
 
     def token_char_lengths(self) -> np.ndarray:
-        """Characters each id stands for: 1 for every char token, 0 for the unknown id."""
+        """Characters each id stands for: 1 for every id, the unknown id included.
+
+        An unknown id replaces exactly one character of the text, so bpc counts it as one.
+        """
         lengths = np.ones(self.vocab_size, dtype=np.float32)
-        lengths[UNKNOWN_ID] = 1.0  # an unknown char is still one character of text
         return lengths
 
     def unknown_chars(self, text: str) -> list[str]:
@@ -239,6 +241,11 @@ TOKENIZERS: dict[str, type[CharTokenizer] | type[SentencePieceTokenizer]] = {
     "char": CharTokenizer,
     "sentencepiece": SentencePieceTokenizer,
 }
+
+
+def same_vocabulary(a: Tokenizer, b: Tokenizer) -> bool:
+    """True when ids mean the same tokens in both (the one comparison used everywhere)."""
+    return a.kind == b.kind and a.vocabulary_key == b.vocabulary_key
 
 
 def load_tokenizer(directory: str | Path, kind: str) -> CharTokenizer | SentencePieceTokenizer:

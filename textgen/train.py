@@ -5,45 +5,58 @@ from __future__ import annotations
 import shlex
 import sys
 from collections.abc import Sequence
+from typing import TextIO
 
 from textgen import cli
+from textgen.index import describe_index, index_bar
+from textgen.progress import ProgressBar
 
 
 class _Printer:
-    """Turns trainer events into a progress line on a terminal and log lines everywhere."""
+    """Turns trainer events into a progress line on a terminal and log lines everywhere.
 
-    def __init__(self) -> None:
-        from textgen.progress import ProgressBar
+    Args:
+        stream: Where the progress line is drawn (stderr).
+        enabled: Draw it at all; defaults to whether `stream` is a terminal.
+    """
 
-        self.index_bar = ProgressBar(None, desc="index", unit="MB", scale=1e-6)
-        self.train_bar = ProgressBar(None, desc="train", unit="steps")
+    def __init__(self, *, stream: TextIO | None = None, enabled: bool | None = None) -> None:
+        self.stream, self.enabled = stream, enabled
+        self.index_bar = index_bar()
+        self.train_bar = self._train_bar(None, 0)  # replaced when training starts
 
     def __call__(self, kind: str, **data) -> None:
         handler = getattr(self, f"on_{kind}", None)
         if handler is not None:
             handler(**data)
 
+    def _train_bar(self, total: int | None, step: int) -> ProgressBar:
+        """A bar whose rate and ETA count only this process's steps, from `step` on."""
+        return ProgressBar(total, desc="train", unit="steps", initial=step, stream=self.stream,
+                           enabled=self.enabled)  # fmt: skip
+
     def on_index(self, done: int, total: int) -> None:
         self.index_bar.total = total
         self.index_bar.update(done)
 
-    def on_indexed(self, built: bool, counts: dict, directory: str) -> None:
+    def on_indexed(self, index, built: bool) -> None:
         self.index_bar.close()
-        verb = "indexed" if built else "index up to date:"
-        print(f"{verb} {directory}: {counts['train_tokens']:,} train + "
-              f"{counts['val_tokens']:,} val tokens")  # fmt: skip
+        print(describe_index(index, built=built))
 
     def on_start(self, steps: int, params: int) -> None:
+        self.train_bar = self._train_bar(steps, 0)
         print(f"training {steps:,} steps, {params:,} parameters")
 
-    def on_resume(self, checkpoint: str, step: int, epoch: int, batch: int, notes: list) -> None:
+    def on_resume(self, checkpoint: str, step: int, epoch: int, batch: int, total: int,
+                  notes: list) -> None:  # fmt: skip
+        self.train_bar = self._train_bar(total, step)
         print(f"resuming from {checkpoint}: step {step:,}, epoch {epoch}, batch {batch}")
         for note in notes:
             print(f"  changed since the last run: {note}")
 
     def on_progress(self, step, total, loss, chars_per_sec, epoch) -> None:
         self.train_bar.total = total
-        self.train_bar.update(step, rate=None, loss=f"{loss:.3f}", epoch=str(epoch),
+        self.train_bar.update(step, loss=f"{loss:.3f}", epoch=str(epoch),
                               chars_s=f"{chars_per_sec:,.0f}")  # fmt: skip
 
     def on_eval(self, **m) -> None:
@@ -68,8 +81,14 @@ class _Printer:
         print(f"stopped ({reason}) at step {step:,}, epoch {epoch}{saved}; weights {weights}")
 
 
+def resume_command(argv: Sequence[str]) -> str:
+    """The shell command that resumes a run trained with these arguments (any entry point)."""
+    return shlex.join([sys.executable, "-m", "textgen.train", *argv])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Trains the config's run; exit 130 after Ctrl-C, with a checkpoint saved."""
+    argv = list(sys.argv[1:] if argv is None else argv)  # the words after `train`
     parser = cli.config_parser("textgen.train", "Train (or resume) a character LSTM.")
     args = parser.parse_args(argv)
 
@@ -85,8 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     with stop.on_sigint():
         result = train(cfg, on_event=_Printer(), stop=stop)
     if result.stop_reason == "interrupted":
-        again = shlex.join([sys.executable, "-m", "textgen.train", *sys.argv[1:]])
-        print(f"interrupted: checkpoint saved. Resume with: {again}", file=sys.stderr)
+        print(
+            f"interrupted: checkpoint saved. Resume with: {resume_command(argv)}", file=sys.stderr
+        )
         return cli.EXIT_INTERRUPTED
     print(f"run dir: {result.run_dir}  (sample: python -m textgen.sample {result.run_dir})")
     return 0

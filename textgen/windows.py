@@ -10,61 +10,15 @@ memmap, so page-cache pages of a large corpus never count in the trainer's RSS.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from textgen.errors import TextgenError
+from textgen.tokenfile import TokenFile
 
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
-
-
-class TokenFile:
-    """An int32 `.npy` vector read by `pread`: no pages stay mapped into the process.
-
-    Args:
-        path: A 1-D int32 `.npy` file (an index split).
-    """
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        with open(self.path, "rb") as f:
-            major, _ = np.lib.format.read_magic(f)
-            read_header = {1: np.lib.format.read_array_header_1_0}.get(
-                major, np.lib.format.read_array_header_2_0
-            )
-            shape, fortran, dtype = read_header(f)
-            self.data_offset = f.tell()
-        if len(shape) != 1 or dtype != np.dtype("<i4") or fortran:
-            raise TextgenError("index split is not a 1-D int32 array; re-index", str(path))
-        self.length = int(shape[0])
-        self._fd = os.open(self.path, os.O_RDONLY)
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __del__(self) -> None:
-        fd = getattr(self, "_fd", None)
-        if fd is not None:
-            os.close(fd)
-
-    def read(self, starts: np.ndarray, span: int) -> np.ndarray:
-        """Returns ids[s : s + span] for each start s."""
-        out = np.empty((len(starts), span), dtype=np.int32)  # (windows, span)
-        if out.size == 0:
-            return out  # memoryview cannot cast an empty array
-        view = memoryview(out).cast("B")
-        row_bytes = span * 4
-        for i, start in enumerate(starts.tolist()):
-            got = os.preadv(
-                self._fd, [view[i * row_bytes : (i + 1) * row_bytes]], self.data_offset + 4 * start
-            )
-            if got != row_bytes:
-                raise TextgenError("index split is shorter than its header says", str(self.path))
-        return out
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,8 @@ def test_bpc_equals_a_hand_computation(run: Path, tmp_path: Path) -> None:
 def test_unknown_characters_are_counted(run: Path, tmp_path: Path) -> None:
     result = evaluate(run, write(tmp_path / "t.txt", "abc\u0416def\u0416"))  # Ж: not in the text
     assert result["unknown_chars"] == 2 and result["chars"] == 7
+    # An unknown id stands for one character: per char and per token are the same here.
+    assert result["nats_per_char"] == pytest.approx(result["nats_per_token"])
 
 
 def test_val_split_equals_the_same_text_from_a_file(run: Path, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 from textgen.progress import ProgressBar, format_duration
 
@@ -41,3 +42,18 @@ def test_nothing_is_drawn_when_not_a_terminal() -> None:
     bar.update(5)
     bar.close()
     assert out.getvalue() == ""
+
+
+def test_after_a_resume_rate_and_eta_count_only_this_processs_steps() -> None:
+    from textgen.train import _Printer
+
+    out = io.StringIO()
+    printer = _Printer(stream=out, enabled=True)
+    printer("resume", checkpoint="ckpt-1000", step=1000, epoch=2, batch=0, total=2000, notes=[])
+    printer.train_bar.start -= 10.0  # this process has trained for 10 s since it resumed
+    printer("progress", step=1010, total=2000, loss=1.5, chars_per_sec=100.0, epoch=2)
+    line = out.getvalue()
+    # 10 steps in 10 s: 1 step/s and 990 steps to go (not 1,010 steps in 10 s).
+    assert "1.0 steps/s" in line, line
+    assert re.search(r"ETA 16:3[01]\b", line), line
+    assert "1010.0/2000.0 steps" in line

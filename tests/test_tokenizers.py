@@ -13,6 +13,7 @@ from textgen.tokenizers import (
     CharTokenizer,
     SentencePieceTokenizer,
     load_tokenizer,
+    same_vocabulary,
 )
 
 MIXED = "Café naïve Zürich — 東京の猫 😀👍🏽 e\u0301 ñ\r\nline two\ttab\n\n"
@@ -191,6 +192,17 @@ def test_sentencepiece_training_is_deterministic(sp_lines):
     text = "\n".join(sp_lines[1500:1600])
     assert a.encode(text).tolist() == b.encode(text).tolist()
     assert a.decode(a.encode(text)) == text
+
+
+def test_same_vocabulary_compares_what_fixes_the_ids(sp_lines):
+    # Two sentencepiece models of the same size from different text: ids mean other pieces.
+    a = SentencePieceTokenizer.train(sp_lines[:1500], vocab_size=400, model_type="bpe")
+    b = SentencePieceTokenizer.train(sp_lines[1500:3000], vocab_size=400, model_type="bpe")
+    assert a.vocab_size == b.vocab_size
+    assert same_vocabulary(a, a) and not same_vocabulary(a, b)
+    assert same_vocabulary(CharTokenizer("abc"), CharTokenizer("abc"))
+    assert not same_vocabulary(CharTokenizer("abc"), CharTokenizer("abd"))  # same size
+    assert not same_vocabulary(CharTokenizer("abc"), a)
 
 
 def test_sentencepiece_vocab_too_large_names_the_key(sp_lines):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -68,11 +69,16 @@ def _pump(stream, lines: queue.Queue, sink: list[str]) -> None:
     lines.put(None)
 
 
-def test_ctrl_c_saves_a_checkpoint_exits_130_and_the_run_resumes(tmp_path, paths):
+@pytest.mark.parametrize(
+    "entry", [["-m", "textgen.train"], ["-m", "textgen", "train"]], ids=["module", "console"]
+)
+def test_ctrl_c_saves_a_checkpoint_exits_130_and_the_printed_command_resumes(
+    tmp_path, paths, entry
+):
+    # `-m textgen train` is what the `textgen` console script runs.
     command = [
         sys.executable,
-        "-m",
-        "textgen.train",
+        *entry,
         str(TINY),
         *paths,
         "train.epochs=1000",
@@ -121,13 +127,24 @@ def test_ctrl_c_saves_a_checkpoint_exits_130_and_the_run_resumes(tmp_path, paths
     step = int(stopped.group(1))
     assert step >= 3
     assert (tmp_path / "run" / "checkpoints" / f"ckpt-{step}.index").is_file()
-    assert "interrupted: checkpoint saved. Resume with:" in stderr
-    assert "-m textgen.train" in stderr and "train.max_steps=100000" in stderr
-
-    again = run_cli("textgen.train", *command[3:], f"train.max_steps={step + 2}", timeout=180)
+    # The index line reads as `textgen.index` prints it.
+    summary = (
+        r"^indexed [\d.]+ MB from 1 file\(s\) into .*: "
+        r"[\d,]+ train \+ [\d,]+ val tokens, vocab \d+$"
+    )
+    assert re.search(summary, stdout, re.MULTILINE), stdout
+    printed = re.search(r"interrupted: checkpoint saved. Resume with: (.+)", stderr)
+    assert printed, stderr
+    resume = shlex.split(printed.group(1))  # the command exactly as printed, run as printed
+    assert resume[:3] == [sys.executable, "-m", "textgen.train"]
+    again = subprocess.run(
+        [*resume, f"train.max_steps={step + 2}"],
+        cwd=REPO_ROOT, env=cli_env(), text=True, capture_output=True, timeout=180,
+    )  # fmt: skip
     assert again.returncode == 0, again.stderr
     assert "Traceback" not in again.stderr
     assert re.search(rf"resuming from .*ckpt-{step}: step {step}\b", again.stdout), again.stdout
+    assert re.search(r"^index is up to date: .* \([\d,]+ tokens\)$", again.stdout, re.MULTILINE)
     assert "changed since the last run: train.max_steps: 100000 -> " in again.stdout
     assert f"stopped (max_steps) at step {step + 2}," in again.stdout
     assert (tmp_path / "run" / "checkpoints" / f"ckpt-{step + 2}.index").is_file()

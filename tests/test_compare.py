@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,8 +62,22 @@ def test_estimates_equal_nbytes_and_arrays_match_the_classic_loop(text, maxlen, 
 def test_skip_rule():
     assert compare.fits(80.0, 100.0)
     assert not compare.fits(80.1, 100.0)
-    assert compare.fits(1e9, float("inf"))
-    assert compare.available_mb() > 0
+    assert compare.fits(1e9, float("inf"))  # memory that cannot be read skips nothing
+
+
+def test_available_mb_is_memavailable_in_mb():
+    meminfo = Path("/proc/meminfo")
+    if not meminfo.is_file():
+        pytest.skip("no /proc/meminfo")
+    [kib] = [
+        line.split()[1]
+        for line in meminfo.read_text().splitlines()
+        if line.startswith("MemAvailable:")
+    ]
+    expected = int(kib) * 1024 / 1e6  # kB in /proc/meminfo are KiB; MB are 10^6 bytes
+    available = compare.available_mb()
+    assert math.isfinite(available) and available > 0
+    assert available == pytest.approx(expected, rel=0.05)  # other processes come and go
 
 
 def test_prefixes_cut_on_a_character_boundary(tmp_path):

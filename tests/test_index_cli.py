@@ -123,88 +123,145 @@ def test_index_help():
 
 # Bad inputs: each one exits 2 with one line and leaves no index dir behind ----------------------
 
-BAD_INPUTS = {
-    # case: (overrides or files as built in `bad_case`, fragments expected in the error line)
-    "missing path": ("corpus path not found", "nope.txt"),
-    "empty glob": ("no text files match the glob",),
-    "directory with no files": ("no text files in the directory",),
-    "empty corpus": ("the corpus is empty",),
-    "invalid utf-8": ("invalid UTF-8 at byte offset 10", "bad.txt"),
-    "binary file in a directory": ("binary file", "blob.bin"),
-    "split shorter than a window": ("fewer than one window", "windows.maxlen"),
-    "val_fraction 0": ("data.val_fraction must be in (0, 1)",),
-    "val_fraction 1": ("data.val_fraction must be in (0, 1)",),
-    "unknown tokenizer": ("data.tokenizer must be one of", "'bpe'"),
-    "sentencepiece vocab too large": ("data.sp_vocab_size",),
-    "index_dir under a file": ("cannot write the index dir",),
-    "index_dir is a file": ("not a directory",),
-    "yaml syntax error": ("YAML syntax error", "line 3"),
-    "unknown key": ("unknown key 'model.unit'", "did you mean 'model.units'"),
-    "mistyped value": ("train.epochs must be an integer", "command line"),
-    "override without =": ("override 'train.epochs' is not of the form",),
-    "missing config": ("config file not found",),
-    "unknown option": ("unrecognized arguments: --bogus",),
-}
+
+def args(tmp: Path, corpus: Path, *extra: str, config=TINY, path=None, idx=None) -> list[str]:
+    """Command-line words after the module: a config, data.path, data.index_dir and `extra`."""
+    path, idx = path or corpus, idx or tmp / "idx"
+    return [str(config), f"data.path={path}", f"data.index_dir={idx}", *extra]
 
 
-def bad_case(case: str, tmp: Path, corpus: Path) -> list[str]:
-    """Makes the files of one bad-input case; returns the command-line words after the module."""
-    idx = tmp / "idx"
-    config, path, extra = str(TINY), str(corpus), []
-    if case == "missing path":
-        path = str(tmp / "nope.txt")
-    elif case == "empty glob":
-        path = str(tmp / "*.nothing")
-    elif case == "directory with no files":
-        (tmp / "empty").mkdir()
-        write_corpus(tmp / "empty", "hidden", ".only-hidden")
-        path = str(tmp / "empty")
-    elif case == "empty corpus":
-        path = str(write_corpus(tmp, "", "empty.txt"))
-    elif case == "invalid utf-8":
-        path = str(write_corpus(tmp, b"0123456789\xff" + b"x" * 1000, "bad.txt"))
-    elif case == "binary file in a directory":
-        write_corpus(tmp / "dir", synthetic_text(lines=100), "a.txt")
-        write_corpus(tmp / "dir", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "blob.bin")
-        path = str(tmp / "dir")
-    elif case == "split shorter than a window":
-        extra = ["windows.maxlen=5000"]
-    elif case == "val_fraction 0":
-        extra = ["data.val_fraction=0"]
-    elif case == "val_fraction 1":
-        extra = ["data.val_fraction=1"]
-    elif case == "unknown tokenizer":
-        extra = ["data.tokenizer=bpe"]
-    elif case == "sentencepiece vocab too large":
-        extra = ["data.tokenizer=sentencepiece", "data.sp_vocab_size=100000"]
-    elif case == "index_dir under a file":
-        idx = write_corpus(tmp, "a file", "plainfile") / "idx"
-    elif case == "index_dir is a file":
-        idx = write_corpus(tmp, "a file", "plainfile")
-    elif case == "yaml syntax error":
-        config = str(tmp / "broken.yaml")
-        Path(config).write_text("data:\n  val_fraction: 0.1\n  path: a: b\n", encoding="utf-8")
-    elif case == "unknown key":
-        extra = ["model.unit=3"]
-    elif case == "mistyped value":
-        extra = ["train.epochs=two"]
-    elif case == "override without =":
-        extra = ["train.epochs"]
-    elif case == "missing config":
-        config = str(tmp / "missing.yaml")
-    elif case == "unknown option":
-        extra = ["--bogus"]
-    return [config, f"data.path={path}", f"data.index_dir={idx}", *extra]
+def hidden_files_only(tmp: Path) -> Path:
+    write_corpus(tmp / "empty", "hidden", ".only-hidden")
+    return tmp / "empty"
 
 
-@pytest.mark.parametrize("case", list(BAD_INPUTS))
-def test_bad_input_exits_2_with_one_line(tmp_path, case):
+def text_and_binary(tmp: Path) -> Path:
+    write_corpus(tmp / "dir", synthetic_text(lines=100), "a.txt")
+    write_corpus(tmp / "dir", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "blob.bin")
+    return tmp / "dir"
+
+
+def broken_yaml(tmp: Path) -> Path:
+    config = tmp / "broken.yaml"
+    config.write_text("data:\n  val_fraction: 0.1\n  path: a: b\n", encoding="utf-8")
+    return config
+
+
+# Each case: (tmp, corpus) -> the command line (making the case's files), then the fragments the
+# one error line must hold.
+BAD_INPUTS = [
+    pytest.param(
+        lambda tmp, corpus: args(tmp, corpus, path=tmp / "nope.txt"),
+        ("corpus path not found", "nope.txt"),
+        id="missing path",
+    ),
+    pytest.param(
+        lambda tmp, corpus: args(tmp, corpus, path=tmp / "*.nothing"),
+        ("no text files match the glob",),
+        id="empty glob",
+    ),
+    pytest.param(
+        lambda tmp, corpus: args(tmp, corpus, path=hidden_files_only(tmp)),
+        ("no text files in the directory",),
+        id="directory with no files",
+    ),
+    pytest.param(
+        lambda tmp, corpus: args(tmp, corpus, path=write_corpus(tmp, "", "empty.txt")),
+        ("the corpus is empty",),
+        id="empty corpus",
+    ),
+    pytest.param(
+        lambda tmp, corpus: args(
+            tmp, corpus, path=write_corpus(tmp, b"0123456789\xff" + b"x" * 1000, "bad.txt")
+        ),
+        ("invalid UTF-8 at byte offset 10", "bad.txt"),
+        id="invalid utf-8",
+    ),
+    pytest.param(
+        lambda tmp, corpus: args(tmp, corpus, path=text_and_binary(tmp)),
+        ("binary file", "blob.bin"),
+        id="binary file in a directory",
+    ),
+    pytest.param(
+        lambda tmp, corpus: args(tmp, corpus, "windows.maxlen=5000"),
+        ("fewer than one window", "windows.maxlen"),
+        id="split shorter than a window",
+    ),
+    pytest.param(
+        lambda tmp, corpus: args(tmp, corpus, "data.val_fraction=0"),
+        ("data.val_fraction must be in (0, 1)",),
+        id="val_fraction 0",
+    ),
+    pytest.param(
+        lambda tmp, corpus: args(tmp, corpus, "data.val_fraction=1"),
+        ("data.val_fraction must be in (0, 1)",),
+        id="val_fraction 1",
+    ),
+    pytest.param(
+        lambda tmp, corpus: args(tmp, corpus, "data.tokenizer=bpe"),
+        ("data.tokenizer must be one of", "'bpe'"),
+        id="unknown tokenizer",
+    ),
+    pytest.param(
+        lambda tmp, corpus: args(
+            tmp, corpus, "data.tokenizer=sentencepiece", "data.sp_vocab_size=100000"
+        ),
+        ("data.sp_vocab_size",),
+        id="sentencepiece vocab too large",
+    ),
+    pytest.param(
+        lambda tmp, corpus: args(tmp, corpus, idx=write_corpus(tmp, "a file", "plainfile") / "idx"),
+        ("cannot write the index dir",),
+        id="index_dir under a file",
+    ),
+    pytest.param(
+        lambda tmp, corpus: args(tmp, corpus, idx=write_corpus(tmp, "a file", "plainfile")),
+        ("not a directory",),
+        id="index_dir is a file",
+    ),
+    pytest.param(
+        lambda tmp, corpus: args(tmp, corpus, config=broken_yaml(tmp)),
+        ("YAML syntax error", "line 3"),
+        id="yaml syntax error",
+    ),
+    pytest.param(
+        lambda tmp, corpus: args(tmp, corpus, "model.unit=3"),
+        ("unknown key 'model.unit'", "did you mean 'model.units'"),
+        id="unknown key",
+    ),
+    pytest.param(
+        lambda tmp, corpus: args(tmp, corpus, "train.epochs=two"),
+        ("train.epochs must be an integer", "command line"),
+        id="mistyped value",
+    ),
+    pytest.param(
+        lambda tmp, corpus: args(tmp, corpus, "train.epochs"),
+        ("override 'train.epochs' is not of the form",),
+        id="override without =",
+    ),
+    pytest.param(
+        lambda tmp, corpus: args(tmp, corpus, config=tmp / "missing.yaml"),
+        ("config file not found",),
+        id="missing config",
+    ),
+    pytest.param(
+        lambda tmp, corpus: args(tmp, corpus, "--bogus"),
+        ("unrecognized arguments: --bogus",),
+        id="unknown option",
+    ),
+]
+
+
+@pytest.mark.parametrize("make_args, fragments", BAD_INPUTS)
+def test_bad_input_exits_2_with_one_line(tmp_path, make_args, fragments):
+    """Each bad input exits 2 with one error line and leaves no index dir behind."""
     corpus = write_corpus(tmp_path, synthetic_text(lines=50, seed=7))
     before = {p.name for p in tmp_path.iterdir()}
-    args = bad_case(case, tmp_path, corpus)
+    words = make_args(tmp_path, corpus)
     made = {p.name for p in tmp_path.iterdir()} - before
-    proc = run_cli("textgen.index", *args)
-    assert_one_line_error(proc, *BAD_INPUTS[case], empty_stdout=True)
+    proc = run_cli("textgen.index", *words)
+    line = assert_one_line_error(proc, *fragments, empty_stdout=True)
+    assert re.fullmatch(r"textgen: error: .+ \(.+\)", line), line  # <what> (<where>)
     # Nothing new beside what the case itself made: no index dir, no temporary dir.
     assert {p.name for p in tmp_path.iterdir()} - before == made
     assert not (tmp_path / "idx").exists()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
-import json
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +16,7 @@ from conftest import REPO_ROOT, write_corpus
 from textgen.config import Config, load_config
 from textgen.errors import TextgenError
 from textgen.rundir import RunDir
+from textgen.sample import main as sample_main
 from textgen.trainer import train
 
 TINY = REPO_ROOT / "configs" / "tiny.yaml"
@@ -170,6 +171,96 @@ def tensorboard_tags(directory: Path) -> set[str]:
         for event in tf.compat.v1.train.summary_iterator(str(file)):
             tags.update(value.tag for value in event.summary.value)
     return tags
+
+
+def test_next_token_target_learns_and_samples(tmp_path, capsys):
+    """`windows.target=next` (one target per window): the loss falls and the run samples."""
+    paths = make_paths(tmp_path, SENTENCE * 120)
+    cfg = paths.config(
+        "windows.target=next",
+        "windows.maxlen=16",
+        "windows.step=1",
+        "train.batch_size=32",
+        "train.epochs=6",
+        "train.eval_every=20",
+        "train.steps_per_call=10",
+        "train.lr_schedule=constant",
+        "sample.epoch_temperatures=[0.5]",
+        "sample.epoch_length=40",
+    )
+    events = Recorder()
+    result = train(cfg, on_event=events)
+    assert (result.stop_reason, result.step, result.epoch) == ("done", 120, 6)
+
+    records = RunDir(paths.out).read_metrics()
+    first, last = records[0], records[-1]
+    assert first["loss"] > 2.5 and first["val_loss"] > 2.5  # knowing nothing: ln(30) = 3.4
+    assert last["final"] and last["step"] == 120
+    assert last["loss"] < first["loss"] / 3, (first, last)
+    assert last["val_loss"] < 0.6 * first["val_loss"], (first, last)
+
+    samples = events.of("sample")
+    assert [len(s["text"]) for s in samples] == [40] * 6
+    assert any(word in samples[-1]["text"] for word in SENTENCE.split()), samples[-1]
+    text = RunDir(paths.out).samples.read_text(encoding="utf-8")
+    assert text.count("=== epoch ") == 6 and samples[-1]["text"] in text
+
+    assert sample_main([str(paths.out), "--prompt", "the ", "--length", "30", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("the ") and len(out) == len("the ") + 30 + 1 and out.endswith("\n")
+
+
+# --- gradient clipping under loss scaling ------------------------------------------------------
+
+
+def first_step_gradient_norm(run_dir: Path) -> float:
+    """The global norm of the gradient Adam applied at step 1, read from the run's checkpoint.
+
+    After one step Adam's first moment is m = (1 - beta_1) g and its second v = (1 - beta_2) g^2,
+    so each weight's m is the slot that has a partner v = (1 - beta_2) / (1 - beta_1)^2 m^2: found
+    by that relation, not by the checkpoint's (internal) variable names.
+    """
+    import keras
+
+    adam = keras.optimizers.Adam()  # the trainer's Adam keeps Keras' default betas
+    b1, b2 = adam.beta_1, adam.beta_2
+    slots = [
+        t.astype(np.float64)
+        for t in checkpoint_tensors(run_dir).values()
+        if t.dtype == np.float32 and t.ndim >= 1
+    ]
+    firsts = [
+        m
+        for m in slots
+        if np.any(m)
+        and any(
+            v.shape == m.shape
+            and np.allclose(v, (1 - b2) / (1 - b1) ** 2 * m**2, rtol=1e-4, atol=1e-30)
+            for v in slots
+        )
+    ]
+    model = keras.models.load_model(RunDir(run_dir).best_model, compile=False)
+    assert len(firsts) == len(model.trainable_weights), "not one first moment per weight"
+    return math.sqrt(sum(float((m**2).sum()) for m in firsts)) / (1 - b1)
+
+
+def test_clip_norm_under_mixed_float16_clips_the_unscaled_gradient(base_run, tmp_path):
+    """With loss scaling (x 2^15) the gradient applied has norm clip_norm, not clip_norm / 2^15.
+
+    Adam's steps barely depend on the gradient's size, so the weights cannot tell; its first
+    moment can. Clipping measured on the scaled gradient would leave a norm 2^15 times too small.
+    """
+    norms = {}
+    for clip in (1e-3, 1e6):
+        out = tmp_path / f"clip-{clip:g}"
+        overrides = ("train.mixed_precision=mixed_float16", f"train.clip_norm={clip}")
+        result = train(base_run.config(*overrides, "train.max_steps=1", out=out))
+        assert (result.step, result.stop_reason) == (1, "max_steps")
+        assert math.isfinite(result.last_metrics["loss"])
+        assert math.isfinite(result.last_metrics["val_loss"])
+        norms[clip] = first_step_gradient_norm(out)
+    assert norms[1e6] > 10 * 1e-3, norms  # unclipped, the gradient is far longer than 1e-3
+    assert norms[1e-3] == pytest.approx(1e-3, rel=1e-4), norms  # clipped to exactly 1e-3
 
 
 # --- exact resume -----------------------------------------------------------------------------
@@ -391,4 +482,12 @@ def test_a_corpus_changed_since_the_run_started(tmp_path):
         train(paths.config("train.max_steps=12"))
     assert "train.fresh=true" in str(e.value)
     assert latest_checkpoint(paths.out).endswith("ckpt-8")
-    assert json.loads((paths.out / "tokenizer.json").read_text(encoding="utf-8"))
+    # The refused run keeps what its checkpoint was trained with: the old tokenizer and config,
+    # and no metrics from the attempt.
+    run = RunDir(paths.out)
+    assert run.load_tokenizer("char").chars == "".join(sorted(set(SENTENCE)))
+    assert run.load_config().train.max_steps == 8
+    records = run.read_metrics()
+    assert all(set(r) >= METRIC_KEYS and 0 < r["val_loss"] < 10 for r in records)
+    steps = [r["step"] for r in records]
+    assert steps == sorted(steps) and steps[-1] == 8

@@ -485,7 +485,7 @@ def test_a_corpus_changed_since_the_run_started(tmp_path):
     # The refused run keeps what its checkpoint was trained with: the old tokenizer and config,
     # and no metrics from the attempt.
     run = RunDir(paths.out)
-    assert run.load_tokenizer("char").chars == "".join(sorted(set(SENTENCE)))
+    assert run.load_tokenizer().chars == "".join(sorted(set(SENTENCE)))
     assert run.load_config().train.max_steps == 8
     records = run.read_metrics()
     assert all(set(r) >= METRIC_KEYS and 0 < r["val_loss"] < 10 for r in records)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-PAINT_EVERY_S = 60.0  # during training, RUN/curves.png is redrawn at most this often (~0.2 s)
+PAINT_EVERY_S = 60.0  # during training, RUN/curves.png is redrawn at most this often
 
 
 def train_bpc(record: dict[str, Any]) -> float:

@@ -280,3 +280,24 @@ def test_tiny_config_is_small():
     cfg = load_config(Path(path))
     assert cfg.windows.maxlen <= 64
     assert cfg.model.units <= 64
+
+
+@pytest.mark.parametrize(
+    "text, seconds",
+    [
+        ("600", 600.0),
+        ("90s", 90.0),
+        ("10m", 600.0),
+        ("1h", 3600.0),
+        ("1h30m", 5400.0),
+        ("2.5m", 150.0),
+    ],
+)
+def test_max_time_takes_seconds_or_a_duration(text, seconds):
+    assert load_config(None, [f"train.max_time={text}"]).train.max_time == seconds
+
+
+@pytest.mark.parametrize("text", ["10x", "m", "-5m", "ten minutes"])
+def test_a_bad_duration_names_the_key_and_the_forms(text):
+    with pytest.raises(ConfigError, match=r"train.max_time must be seconds or a duration like"):
+        load_config(None, [f"train.max_time={text}"])

@@ -28,6 +28,8 @@ class TrainCounters:
     batch: int = 0  # next batch within the epoch
     best_val_loss: float = float("inf")
     bad_evals: int = 0  # evaluations since the best, for early stopping
+    horizon: int = 0  # the schedule's end step fitted to a time budget; 0: not fitted (yet)
+    trained_s: float = 0.0  # seconds of training so far, all invocations of the run together
 
 
 class TrainCheckpoint:

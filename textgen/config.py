@@ -57,10 +57,11 @@ class TrainConfig:
     """The training loop, its limits, checkpoints and evaluation."""
 
     batch_size: int = 64  # global batch (split across replicas); 64 x 128 tokens per step
-    epochs: int = 5  # the cosine schedule's horizon: epochs x steps_per_epoch
+    epochs: int = 5  # the budget when max_time is null: the schedule ends after epochs x steps
     steps_per_epoch: int | None = None  # null: a full pass over the train windows
     max_steps: int | None = None  # null: no step limit
-    max_time: float | None = None  # seconds of training in this invocation; null: no limit
+    max_time: float | None = None  # a time budget (seconds, or 10m / 1h): the schedule is fitted
+    # to it and ends annealed when the time is up; null: train.epochs is the budget
     learning_rate: float = 2e-3  # Adam's sweet spot for char LSTMs (char-rnn uses 2e-3)
     lr_schedule: Literal["constant", "cosine"] = "cosine"  # decays to min_lr_ratio by the end
     warmup_steps: int = 50  # linear warmup keeps the first Adam steps from blowing up
@@ -257,6 +258,25 @@ def _unknown(key: str, valid: list[str]) -> str:
     return f"unknown key '{key}'{hint}"
 
 
+_DURATION_KEYS = ("train.max_time",)
+_DURATION = re.compile(r"(?:(\d+(?:\.\d*)?)h)?(?:(\d+(?:\.\d*)?)m)?(?:(\d+(?:\.\d*)?)s?)?")
+
+
+def parse_duration(text: str, key: str = "duration", where: str = "command line") -> float:
+    """Seconds of a duration like `90`, `90s`, `10m`, `1h`, `1h30m` or `2.5m`.
+
+    Raises:
+        ConfigError: the text is not such a duration.
+    """
+    match = _DURATION.fullmatch(text.strip().lower())
+    if not text.strip() or match is None or not any(match.groups()):
+        raise ConfigError(
+            f"{key} must be seconds or a duration like 90s, 10m, 1h or 1h30m, got {text!r}", where
+        )
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
 _SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
@@ -285,6 +305,8 @@ def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key} must be an integer, got {value!r}", where)
         return value
+    if key in _DURATION_KEYS and isinstance(value, str):
+        return parse_duration(value, key, where)
     if hint is float:
         if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
             value = float(value)  # PyYAML (YAML 1.1) reads `1e-3` as a string

@@ -7,24 +7,65 @@ same trajectory as one device with the same global batch.
 
 from __future__ import annotations
 
+import math
+
 from textgen.config import TrainConfig
 
 
 def learning_rate_schedule(train_cfg: TrainConfig, total_steps: int):
-    """Constant, or linear warmup then cosine decay to `min_lr_ratio` at `total_steps`."""
-    import keras
+    """Constant, or linear warmup then cosine decay to `min_lr_ratio` at `total_steps`.
 
-    lr = train_cfg.learning_rate
+    The cosine's horizon is a variable (`schedule.horizon`): a time budget sets it once it has
+    measured the step rate, and a resumed run sets it from its checkpoint.
+    """
     if train_cfg.lr_schedule == "constant":
-        return lr
-    warmup = min(train_cfg.warmup_steps, max(total_steps - 1, 0))
-    return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0 if warmup else lr,
-        decay_steps=max(total_steps - warmup, 1),
-        alpha=train_cfg.min_lr_ratio,
-        warmup_target=lr if warmup else None,
-        warmup_steps=warmup,
+        return train_cfg.learning_rate
+    return _warmup_cosine_class()(
+        peak=train_cfg.learning_rate,
+        warmup_steps=train_cfg.warmup_steps,
+        floor_ratio=train_cfg.min_lr_ratio,
+        horizon=total_steps,
     )
+
+
+def _warmup_cosine_class():
+    """`WarmupCosine`, defined on first use so that importing this module needs no Keras."""
+    global _WarmupCosine
+    if _WarmupCosine is not None:
+        return _WarmupCosine
+    import keras
+    import tensorflow as tf
+
+    class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+        """Linear warmup to `peak`, cosine to `peak * floor_ratio` at `horizon`, flat after."""
+
+        def __init__(self, *, peak: float, warmup_steps: int, floor_ratio: float, horizon: int):
+            self.peak, self.warmup_steps, self.floor_ratio = peak, warmup_steps, floor_ratio
+            self.horizon = tf.Variable(float(horizon), trainable=False, name="lr_horizon")
+
+        def __call__(self, step):
+            step = tf.cast(step, tf.float32)
+            horizon = tf.maximum(tf.cast(self.horizon, tf.float32), 1.0)
+            warmup = tf.minimum(float(self.warmup_steps), horizon - 1.0)  # a short run still decays
+            rising = self.peak * step / tf.maximum(warmup, 1.0)
+            progress = tf.clip_by_value((step - warmup) / tf.maximum(horizon - warmup, 1.0), 0, 1)
+            floor = self.peak * self.floor_ratio
+            falling = floor + (self.peak - floor) * 0.5 * (1.0 + tf.cos(math.pi * progress))
+            return tf.where(step < warmup, rising, falling)
+
+        def get_config(self):
+            return {
+                "peak": self.peak,
+                "warmup_steps": self.warmup_steps,
+                "floor_ratio": self.floor_ratio,
+                "horizon": int(self.horizon.numpy()),
+            }
+
+    _WarmupCosine = WarmupCosine
+    return WarmupCosine
+
+
+_WarmupCosine = None
 
 
 def compile_train_steps(

@@ -37,7 +37,8 @@ class TrainSession:
         self.cfg, self.data, self.strategy = cfg, data, strategy
         with strategy.scope():
             self.model = build_model(cfg.model, data.index.vocab_size)
-            optimizer = keras.optimizers.Adam(learning_rate_schedule(tc, data.schedule_steps))
+            self.schedule = learning_rate_schedule(tc, data.schedule_steps)  # or a constant
+            optimizer = keras.optimizers.Adam(self.schedule)
             if tc.mixed_precision == "mixed_float16":
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             optimizer.build(self.model.trainable_variables)
@@ -47,6 +48,17 @@ class TrainSession:
         self.train_steps = compile_train_steps(
             self.model, optimizer, strategy, tc, targets_per_window=data.targets_per_window
         )
+
+    def set_horizon(self, steps: int) -> None:
+        """Ends the cosine schedule at `steps` (no-op for a constant learning rate)."""
+        if hasattr(self.schedule, "horizon"):
+            self.schedule.horizon.assign(float(steps))
+
+    def learning_rate(self) -> float:
+        """The learning rate of the next step."""
+        if not callable(self.schedule):
+            return float(self.schedule)
+        return float(self.schedule(self.optimizer.iterations))
 
     def iterator(self, counters: TrainCounters):
         """The batch pipeline, positioned at the counters' epoch and batch."""

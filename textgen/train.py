@@ -9,7 +9,7 @@ from typing import TextIO
 
 from textgen import cli
 from textgen.index import describe_index, index_bar
-from textgen.progress import ProgressBar
+from textgen.progress import ProgressBar, format_duration
 
 
 class _Printer:
@@ -43,9 +43,15 @@ class _Printer:
         self.index_bar.close()
         print(describe_index(index, built=built))
 
-    def on_start(self, steps: int, params: int) -> None:
+    def on_start(self, steps: int | None, budget: str, params: int) -> None:
         self.train_bar = self._train_bar(steps, 0)
-        print(f"training {steps:,} steps, {params:,} parameters")
+        planned = f"{steps:,} steps ({budget})" if steps else f"for a {budget}"
+        print(f"training {planned}, {params:,} parameters")
+
+    def on_budget(self, horizon: int, step: int, seconds_per_step: float, remaining_s: float):
+        self.train_bar.close()
+        print(f"time budget: {1 / seconds_per_step:.1f} steps/s measured; the schedule ends at "
+              f"step {horizon:,} ({format_duration(remaining_s)} left)", flush=True)  # fmt: skip
 
     def on_resume(self, checkpoint: str, step: int, epoch: int, batch: int, total: int,
                   notes: list) -> None:  # fmt: skip

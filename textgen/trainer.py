@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from textgen.budget import TimeBudget
 from textgen.checkpoints import TrainCounters, check_resumable
 from textgen.config import Config
 from textgen.corpus import index_corpus
@@ -31,6 +32,7 @@ from textgen.dataplan import DataPlan
 from textgen.distribute import agree_on_stop, is_chief, make_strategy
 from textgen.errors import TextgenError
 from textgen.memory import pin_mmap_threshold, rss_mb
+from textgen.progress import format_duration
 from textgen.rundir import RunDir
 from textgen.scoring import Scorer
 from textgen.session import TrainSession
@@ -133,12 +135,14 @@ def train(
         session = TrainSession(cfg, data, strategy=strategy,
                                checkpoint_dir=scratch or run.checkpoints)  # fmt: skip
         counters = session.checkpoint.restore(resume_from) if resume_from else TrainCounters()
+        loop = _Loop(session, run, emit, chief=chief)
         if resume_from:
             emit("resume", checkpoint=resume_from, step=counters.step, epoch=counters.epoch,
-                 batch=counters.batch, total=data.total_steps, notes=notes)  # fmt: skip
+                 batch=counters.batch, total=loop.total_steps(counters), notes=notes)  # fmt: skip
         else:
-            emit("start", steps=data.total_steps, params=session.model.count_params())
-        return _Loop(session, run, emit, chief=chief).run(counters, stop)
+            emit("start", steps=loop.total_steps(counters), budget=loop.describe_budget(),
+                 params=session.model.count_params())  # fmt: skip
+        return loop.run(counters, stop)
     finally:
         keras.mixed_precision.set_global_policy(policy)  # leave the process as it was
         if scratch:
@@ -158,7 +162,24 @@ class _Loop:
         self.paint_curves = CurvesPainter(run, warn=lambda text: emit("warning", message=text))
         self.writer = tf.summary.create_file_writer(str(run.tensorboard)) if chief else None
         self.clock: _Clock | None = None  # started when the loop starts
+        self.budget: TimeBudget | None = None  # set when the loop starts, if train.max_time is
+        self.spent_before = 0.0  # seconds trained by earlier invocations of the run
         self.generator = None  # the sampler, built at the first epoch end
+
+    def describe_budget(self) -> str:
+        """What bounds the run, as the progress line says it."""
+        tc = self.cfg.train
+        if tc.max_time:
+            return f"time budget {format_duration(tc.max_time)}"
+        return f"{tc.epochs} epoch{'s' if tc.epochs != 1 else ''}"
+
+    def total_steps(self, counters: TrainCounters) -> int | None:
+        """Steps the run will make; None while a time budget has not fitted its horizon yet."""
+        tc = self.cfg.train
+        if not tc.max_time:
+            return self.data.total_steps
+        limits = [n for n in (counters.horizon, tc.max_steps) if n]
+        return min(limits) if limits else None
 
     def run(self, counters: TrainCounters, stop: StopFlag) -> TrainResult:
         """Trains until a limit or a stop; checkpoints on the way out."""
@@ -167,10 +188,21 @@ class _Loop:
         tc, session = self.cfg.train, self.session
         iterator = session.iterator(counters)
         self.clock = clock = _Clock(counters.step, self.data.targets_per_step)
+        self.spent_before = counters.trained_s
+        if tc.max_time:
+            self.budget = TimeBudget(
+                tc.max_time, spent=counters.trained_s, eval_every=tc.eval_every
+            )
+        # Until a time budget has measured the step rate, its cosine stays at the peak.
+        unfitted = 2**31
+        session.set_horizon(
+            (counters.horizon or unfitted) if tc.max_time else self.data.schedule_steps
+        )
         reason, metrics, loss = None, None, float("nan")
         try:
             while reason is None:
-                if counters.step >= self.data.total_steps:
+                total = self.total_steps(counters)
+                if total is not None and counters.step >= total:
                     reason = (
                         "max_steps" if tc.max_steps and counters.step >= tc.max_steps else "done"
                     )
@@ -179,10 +211,12 @@ class _Loop:
                 else:
                     steps = self._next_call_size(counters)
                     loss = float(session.train_steps(iterator, tf.constant(steps, tf.int32)))
+                    if self.budget:
+                        self.budget.observe_call(counters.step + steps)
                     reason, metrics = self._after_call(counters, steps, loss, metrics)
         finally:
             if counters.step > clock.start_step:
-                session.checkpoint.save(counters)
+                self._save_checkpoint(counters)
             if self.chief and counters.step > 0 and not self.run_dir.best_model.exists():
                 self._save_best_model()  # promised once a step is trained, evaluated or not
         if reason != "interrupted" and counters.step > 0:  # Ctrl-C means: exit now
@@ -197,8 +231,22 @@ class _Loop:
         """This process's reason to stop before the next call, if any."""
         if stop:
             return "interrupted"
-        max_time = self.cfg.train.max_time
-        return "max_time" if max_time and self.clock.elapsed() >= max_time else None
+        return "max_time" if self.budget and self.budget.remaining() <= 0 else None
+
+    def _fit_horizon(self, counters: TrainCounters, loss: float, metrics):
+        """Once the step rate is measured: fixes where the schedule ends (a time budget)."""
+        if self.budget.eval_seconds is None:  # an evaluation's cost is part of each step's
+            metrics = self._evaluate(counters, loss, final=False)
+        counters.horizon = self.budget.fit_horizon(counters.step)
+        self.session.set_horizon(counters.horizon)
+        self.emit("budget", horizon=counters.horizon, step=counters.step,
+                  seconds_per_step=self.budget.seconds_per_step(counters.step),
+                  remaining_s=self.budget.remaining())  # fmt: skip
+        return metrics
+
+    def _save_checkpoint(self, counters: TrainCounters) -> None:
+        counters.trained_s = self.spent_before + self.clock.elapsed()
+        self.session.checkpoint.save(counters)
 
     def _after_call(self, counters: TrainCounters, steps: int, loss: float, metrics):
         """Advances the counters, then evaluates, samples and checkpoints when due."""
@@ -211,7 +259,7 @@ class _Loop:
         counters.step += steps
         counters.batch += steps
         chars_per_sec = self.clock.targets_per_sec(counters.step) * self.data.chars_per_token
-        self.emit("progress", step=counters.step, total=self.data.total_steps, loss=loss,
+        self.emit("progress", step=counters.step, total=self.total_steps(counters), loss=loss,
                   chars_per_sec=chars_per_sec, epoch=counters.epoch)  # fmt: skip
         epoch_end = counters.batch >= self.data.steps_per_epoch
         if epoch_end:
@@ -221,35 +269,42 @@ class _Loop:
             metrics = self._evaluate(counters, loss, final=False)
             if tc.patience and counters.bad_evals >= tc.patience:
                 reason = "early_stop"
+        if self.budget and not counters.horizon and self.budget.measured():
+            metrics = self._fit_horizon(counters, loss, metrics)
         if epoch_end and reason is None:
             self._write_samples(counters)
         if epoch_end or counters.step % tc.checkpoint_every == 0:
-            self.session.checkpoint.save(counters)
+            self._save_checkpoint(counters)
         return reason, metrics
 
     def _next_call_size(self, counters: TrainCounters) -> int:
         """Steps in the next call: up to steps_per_call, never past an epoch end or an event."""
         tc, step = self.cfg.train, counters.step
-        limits = (
+        limits = [
             tc.steps_per_call,
             self.data.steps_per_epoch - counters.batch,
-            self.data.total_steps - step,
             tc.eval_every - step % tc.eval_every,
             tc.checkpoint_every - step % tc.checkpoint_every,
-        )
+        ]
+        total = self.total_steps(counters)
+        if total is not None:
+            limits.append(total - step)
         return max(1, min(limits))
 
     def _evaluate(self, counters: TrainCounters, loss: float, *, final: bool) -> dict[str, Any]:
         """Scores val (a bounded sample, or all of it when final); tracks the best model."""
-        val = self.data.index.val
+        val, started = self.data.index.val, time.monotonic()
         if final:
             score = self.scorer.score_all(val)
         else:
             starts = eval_starts(len(val), self.cfg.windows.maxlen, self.cfg.train.eval_windows)
             score = self.scorer.score_windows(val, starts)
+        if self.budget and not final:
+            self.budget.observe_eval(time.monotonic() - started)
         record = {
             "step": counters.step,
             "epoch": counters.epoch,
+            "lr": float(f"{self.session.learning_rate():.6g}"),
             "loss": round(loss, 5),
             "val_loss": round(score.nats_per_token, 5),
             "val_bpc": round(score.bpc, 5),
@@ -257,7 +312,7 @@ class _Loop:
                 self.clock.targets_per_sec(counters.step) * self.data.chars_per_token, 1
             ),
             "rss_mb": round(rss_mb(), 1),
-            "elapsed_s": round(self.clock.elapsed(), 2),
+            "elapsed_s": round(self.spent_before + self.clock.elapsed(), 2),
             "final": final,
         }
         improved = score.nats_per_token < counters.best_val_loss

@@ -1,0 +1,88 @@
+"""A time budget (`train.max_time`): the schedule is fitted to it, and a resume keeps it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_trainer import SENTENCE, Recorder, make_paths
+
+from textgen.budget import TimeBudget
+from textgen.rundir import RunDir
+from textgen.trainer import train
+
+LR, FLOOR_RATIO = 0.01, 0.1  # configs/tiny.yaml's learning rate; the cosine floor here
+
+
+def budgeted(paths, *overrides: str):
+    return paths.config(
+        "train.max_time=8s",
+        "train.epochs=1000",  # not the budget: the time is
+        "train.warmup_steps=0",
+        f"train.min_lr_ratio={FLOOR_RATIO}",
+        "sample.epoch_temperatures=[]",
+        *overrides,
+    )
+
+
+def test_a_time_budget_fits_the_schedule_and_ends_annealed(tmp_path: Path) -> None:
+    paths = make_paths(tmp_path, SENTENCE * 300)
+    events = Recorder()
+    result = train(budgeted(paths), on_event=events)
+
+    [start] = events.of("start")
+    assert start["steps"] is None and start["budget"] == "time budget 0:08"
+    [fitted] = events.of("budget")  # fitted once, after the step rate was measured
+    assert fitted["horizon"] > fitted["step"] > 0
+    assert result.stop_reason in ("done", "max_time")
+    if result.stop_reason == "done":  # the usual case: the schedule ran to its end in time
+        assert result.step == fitted["horizon"]
+    records = RunDir(paths.out).read_metrics()
+    assert records[-1]["final"] and records[-1]["elapsed_s"] <= 8 + 5
+    # The learning rate fell along the cosine and ends at (or within a hair of) its floor.
+    rates = [r["lr"] for r in records]
+    assert rates == sorted(rates, reverse=True)
+    assert rates[-1] == pytest.approx(LR * FLOOR_RATIO, abs=0.02 * LR)
+    # The progress line knew the total once the horizon was fixed.
+    totals = [p["total"] for p in events.of("progress")]
+    assert totals[0] is None and totals[-1] == fitted["horizon"]
+
+
+def test_a_budgeted_run_resumes_with_its_horizon_and_its_time_spent(tmp_path: Path) -> None:
+    paths = make_paths(tmp_path, SENTENCE * 300)
+    first = Recorder()
+    # Stopped by a step limit after the horizon was fitted (max_steps is a limit, not a horizon).
+    stopped = train(budgeted(paths, "train.max_time=20s", "train.max_steps=150"), on_event=first)
+    [fitted] = first.of("budget")
+    assert stopped.stop_reason == "max_steps" and fitted["horizon"] > 150
+    spent = RunDir(paths.out).read_metrics()[-1]["elapsed_s"]
+
+    again = Recorder()
+    result = train(budgeted(paths, "train.max_time=20s"), on_event=again)
+    [resume] = again.of("resume")
+    assert resume["step"] == 150 and resume["total"] == fitted["horizon"]
+    assert not again.of("budget")  # the horizon came from the checkpoint, not a new fit
+    records = RunDir(paths.out).read_metrics()
+    later = [r for r in records if r["step"] > 150]
+    assert later and later[0]["elapsed_s"] > spent  # the clock goes on from the first part
+    if result.stop_reason == "done":
+        assert result.step == fitted["horizon"]
+        assert records[-1]["lr"] == pytest.approx(LR * FLOOR_RATIO, rel=1e-4)
+
+
+def test_the_fitted_horizon_spends_the_remaining_time_at_the_measured_rate() -> None:
+    budget = TimeBudget(600.0, spent=100.0, eval_every=100)
+    budget.observe_call(10)  # the first call compiles: it only opens the measuring window
+    budget.observe_call(20)
+    budget.observe_call(30)
+    assert not budget.measured()  # two steady calls, but no time measured yet
+    opened, first = budget.window
+    budget.window = (opened - 30.0, first)  # as if the 20 steps since had taken 30 s
+    budget.observe_eval(10.0)  # ... of which an evaluation took 10 s
+    assert budget.measured()
+    # (30 s - 10 s of evaluation) / 20 steps, plus the evaluation spread over eval_every steps.
+    assert budget.seconds_per_step(30) == pytest.approx(20 / 20 + 10 / 100, rel=1e-3)
+    remaining = budget.remaining()
+    assert 499 < remaining <= 500  # 600 s, of which 100 were spent by an earlier invocation
+    horizon = budget.fit_horizon(step=30)
+    assert horizon == pytest.approx(30 + 0.97 * remaining / 1.1, abs=1)

@@ -1,0 +1,77 @@
+"""A time budget for training: measure the step rate, then fit the schedule's horizon to it.
+
+With `train.max_time` set, the run does not know how many steps it will make. After the first
+call (which compiles) and a short measuring window, the budget estimates the seconds per step
+(train calls, plus each evaluation's cost spread over `eval_every` steps) and fixes the cosine
+horizon so that the schedule reaches its floor when the time is up. The horizon is kept in the
+checkpoint, and the seconds already trained too, so a resumed run keeps both.
+"""
+
+from __future__ import annotations
+
+import time
+
+MEASURE_S = 20.0  # seconds of steady steps measured before fitting (less for short budgets)
+MEASURE_SHARE = 0.05  # ... but at most this share of the budget
+MIN_CALLS = 2  # steady calls measured at the least (the first call, which compiles, never counts)
+SAFETY = 0.97  # aim to finish a little early: evaluations and checkpoints vary
+
+
+class TimeBudget:
+    """Seconds of training allowed to a run, across restarts.
+
+    The step rate is measured on the wall clock from the end of this invocation's first call
+    (which compiles), so checkpoints, samples and the Python loop count; evaluations are taken
+    out and added back at their configured frequency.
+
+    Args:
+        seconds: The budget (`train.max_time`).
+        spent: Seconds trained by earlier invocations of the run (from the checkpoint).
+        eval_every: Steps between periodic evaluations.
+    """
+
+    def __init__(self, seconds: float, *, spent: float = 0.0, eval_every: int) -> None:
+        self.seconds, self.spent, self.eval_every = seconds, spent, eval_every
+        self.start = time.monotonic()
+        self.window: tuple[float, int] | None = None  # (time, step) after the first call
+        self.calls = 0  # calls since the window opened
+        self.eval_in_window = 0.0  # seconds of evaluations since the window opened
+        self.eval_seconds: float | None = None  # the last periodic evaluation's cost
+
+    def elapsed(self) -> float:
+        """Seconds trained so far, earlier invocations included."""
+        return self.spent + time.monotonic() - self.start
+
+    def remaining(self) -> float:
+        """Seconds left in the budget."""
+        return max(self.seconds - self.elapsed(), 0.0)
+
+    def observe_call(self, step: int) -> None:
+        """Records a train call that ended at `step`; the first opens the measuring window."""
+        if self.window is None:
+            self.window = (time.monotonic(), step)
+        else:
+            self.calls += 1
+
+    def observe_eval(self, seconds: float) -> None:
+        """Records the cost of a periodic evaluation."""
+        self.eval_seconds = seconds
+        if self.window is not None:
+            self.eval_in_window += seconds
+
+    def measured(self) -> bool:
+        """True once enough steady calls were timed to fit the horizon."""
+        if self.window is None or self.calls < MIN_CALLS:
+            return False
+        return time.monotonic() - self.window[0] >= min(MEASURE_S, MEASURE_SHARE * self.seconds)
+
+    def seconds_per_step(self, step: int) -> float:
+        """Measured wall seconds per step up to `step`, evaluations at their frequency."""
+        opened, first = self.window
+        loop = (time.monotonic() - opened - self.eval_in_window) / max(step - first, 1)
+        return loop + (self.eval_seconds or 0.0) / self.eval_every
+
+    def fit_horizon(self, step: int) -> int:
+        """The step at which the schedule should end, seen from `step` now."""
+        more = SAFETY * self.remaining() / max(self.seconds_per_step(step), 1e-9)
+        return step + max(int(more), 1)

@@ -50,6 +50,9 @@ class ModelConfig:
     units: int = 256  # lowest val bpc in a 20-minute, 2-core budget (docs/benchmarks.md)
     layers: int = 2  # a second layer buys ~0.1 bpc at this size
     dropout: float = 0.0  # a few MB, few epochs: underfitting, not overfitting, is the risk
+    # auto: the lean kernel (textgen/lstm_kernel.py; same weights) on a CPU, where Keras' LSTM
+    # spends its time on per-op overhead; Keras' own LSTM where a GPU is visible (cuDNN).
+    lstm_kernel: Literal["auto", "keras", "lean"] = "auto"
 
 
 @dataclass(frozen=True)

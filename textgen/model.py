@@ -11,6 +11,7 @@ from typing import Literal
 import keras
 
 from textgen.config import ModelConfig
+from textgen.lstm_kernel import LeanLSTM
 
 
 def build_model(
@@ -44,16 +45,19 @@ def build_model(
     else:
         raise ValueError(f"inputs must be 'ids' or 'onehot', got {inputs!r}")
     for i in range(model_cfg.layers):
-        hidden = keras.layers.LSTM(
-            model_cfg.units,
-            return_sequences=True,
-            dropout=model_cfg.dropout,
-            name=f"lstm_{i}",
-        )(hidden)  # (batch, time, units)
+        hidden = lstm_layer(model_cfg, name=f"lstm_{i}")(hidden)  # (batch, time, units)
     logits = keras.layers.Dense(vocab_size, dtype="float32", name="logits")(
         hidden
     )  # (batch, time, vocab)
     return keras.Model(model_inputs, logits, name=name)
+
+
+def lstm_layer(model_cfg: ModelConfig, *, name: str) -> keras.layers.LSTM:
+    """One LSTM of the stack: `keras.layers.LSTM`, or `LeanLSTM` (same weights) by lstm_kernel."""
+    kwargs = {"return_sequences": True, "dropout": model_cfg.dropout, "name": name}
+    if model_cfg.lstm_kernel == "keras":
+        return keras.layers.LSTM(model_cfg.units, **kwargs)
+    return LeanLSTM(model_cfg.units, lstm_kernel=model_cfg.lstm_kernel, **kwargs)
 
 
 def lstm_layers(model: keras.Model) -> list[keras.layers.LSTM]:

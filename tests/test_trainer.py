@@ -298,7 +298,8 @@ def test_resume_is_exact_with_dropout_across_a_restart_and_an_epoch_end(tmp_path
     assert a.keys() == b.keys()
     assert any(k.startswith("optimizer/") for k in a) and any(k.startswith("rng/") for k in a)
     for key in a:
-        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+        if not key.startswith("trained_s"):  # wall-clock seconds, not state
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     assert any(not np.array_equal(at_15[k], b[k]) for k in b)  # it really trained on
     assert once_events.of("stop")[0]["weights"] == events.of("stop")[0]["weights"]
 

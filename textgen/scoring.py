@@ -91,6 +91,11 @@ class Scorer:
 
         self._totals = totals
 
+    def warm_up(self) -> None:
+        """Traces the forward pass now, so that later scoring is timed without the tracing."""
+        zeros = np.zeros((1, self.maxlen), np.int32)
+        self._totals(zeros, zeros, np.zeros((1, self.maxlen), np.float32))
+
     def score_windows(self, tokens: TokenSource, starts: np.ndarray) -> Score:
         """Scores full windows at `starts` (each reads maxlen + 1 ids)."""
         nats = chars = 0.0

@@ -190,6 +190,7 @@ class _Loop:
         self.clock = clock = _Clock(counters.step, self.data.targets_per_step)
         self.spent_before = counters.trained_s
         if tc.max_time:
+            self.scorer.warm_up()  # the first evaluation then costs what every later one does
             self.budget = TimeBudget(
                 tc.max_time, spent=counters.trained_s, eval_every=tc.eval_every
             )

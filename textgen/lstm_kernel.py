@@ -1,4 +1,4 @@
-"""A lean LSTM for training on a CPU: Keras' weights, few ops per time step, a hand-written backward.
+"""A lean LSTM for training on a CPU: Keras' weights, few ops per step, a hand-written backward.
 
 On a CPU the cost of `keras.layers.LSTM` is TensorFlow's per-op work inside the time loop (and in
 the autodiff of that loop), not arithmetic. This kernel keeps Keras' weights and math exactly

@@ -45,7 +45,9 @@ def build_model(
     else:
         raise ValueError(f"inputs must be 'ids' or 'onehot', got {inputs!r}")
     for i in range(model_cfg.layers):
-        hidden = lstm_layer(model_cfg, name=f"lstm_{i}")(hidden)  # (batch, time, units)
+        # Each layer also returns its last (h, c), unused here: `stream_model` shares the
+        # same layers to carry state from one call to the next.
+        hidden, _, _ = lstm_layer(model_cfg, name=f"lstm_{i}")(hidden)  # (batch, time, units)
     logits = keras.layers.Dense(vocab_size, dtype="float32", name="logits")(
         hidden
     )  # (batch, time, vocab)
@@ -54,10 +56,59 @@ def build_model(
 
 def lstm_layer(model_cfg: ModelConfig, *, name: str) -> keras.layers.LSTM:
     """One LSTM of the stack: `keras.layers.LSTM`, or `LeanLSTM` (same weights) by lstm_kernel."""
-    kwargs = {"return_sequences": True, "dropout": model_cfg.dropout, "name": name}
+    kwargs = {
+        "return_sequences": True,
+        "return_state": True,
+        "dropout": model_cfg.dropout,
+        "name": name,
+    }
     if model_cfg.lstm_kernel == "keras":
         return keras.layers.LSTM(model_cfg.units, **kwargs)
     return LeanLSTM(model_cfg.units, lstm_kernel=model_cfg.lstm_kernel, **kwargs)
+
+
+def stream_model(model: keras.Model) -> keras.Model:
+    """The same layers with their state carried in and out, for text read as streams.
+
+    Args:
+        model: A model from `build_model` (ids) or loaded from a run.
+
+    Returns:
+        A model mapping `[ids (batch, time), h_0, c_0, h_1, c_1, ...]` (each state
+        `(batch, units)`, layer by layer) to `[logits (batch, time, vocab), h_0, c_0, ...]` (the
+        states after the last step). Its weights are the model's own (shared, not copied), unless
+        the model's layers predate state outputs: then they are copied once into new layers.
+    """
+    layers = lstm_layers(model)
+    if not all(layer.return_state for layer in layers):
+        model = _with_state_outputs(model)
+        layers = lstm_layers(model)
+    token_ids = keras.Input(shape=(None,), dtype="int32", name="ids")  # (batch, time)
+    states_in = [
+        keras.Input(shape=(layer.units,), name=f"{layer.name}_{part}")  # (batch, units)
+        for layer in layers
+        for part in ("h", "c")
+    ]
+    hidden = model.get_layer("embedding")(token_ids)  # (batch, time, embedding_dim)
+    states_out = []
+    for i, layer in enumerate(layers):
+        hidden, h, c = layer(hidden, initial_state=states_in[2 * i : 2 * i + 2])
+        states_out += [h, c]  # (batch, units) each
+    logits = model.get_layer("logits")(hidden)  # (batch, time, vocab)
+    return keras.Model([token_ids, *states_in], [logits, *states_out], name=f"{model.name}_stream")
+
+
+def _with_state_outputs(model: keras.Model) -> keras.Model:
+    """A copy of an older model (LSTMs without state outputs) built by `build_model`."""
+    layers = lstm_layers(model)
+    embedding = model.get_layer("embedding")
+    model_cfg = ModelConfig(
+        embedding_dim=embedding.output_dim, units=layers[0].units, layers=len(layers),
+        lstm_kernel="keras" if type(layers[0]) is keras.layers.LSTM else "auto",
+    )  # fmt: skip
+    copy = build_model(model_cfg, embedding.input_dim, name=model.name)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def lstm_layers(model: keras.Model) -> list[keras.layers.LSTM]:

@@ -121,6 +121,8 @@ class RunDir:
             TextgenError: a missing run or checkpoint, or an unreadable file.
         """
         path = self.resolve_checkpoint(checkpoint)
+        from textgen.model import build_model  # also registers LeanLSTM for model.keras
+
         if path == str(self.best_model):
             import keras
 
@@ -129,8 +131,6 @@ class RunDir:
             except Exception as e:  # Keras raises many types for a damaged zip
                 raise TextgenError(f"cannot load model: {e.__class__.__name__}", path) from None
         import tensorflow as tf
-
-        from textgen.model import build_model
 
         model = build_model(self.load_config().model, self.load_tokenizer().vocab_size)
         try:

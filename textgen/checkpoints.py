@@ -40,9 +40,10 @@ class TrainCheckpoint:
         optimizer: Its built Keras optimizer.
         directory: The run's checkpoints dir.
         max_to_keep: Checkpoints kept on disk.
+        extra: More variables to keep, by name (e.g. the carried LSTM states).
     """
 
-    def __init__(self, model, optimizer, directory: Path, *, max_to_keep: int = 3) -> None:
+    def __init__(self, model, optimizer, directory: Path, *, max_to_keep: int = 3, **extra) -> None:
         import tensorflow as tf
 
         self._vars = {
@@ -57,7 +58,7 @@ class TrainCheckpoint:
         # Keras' SeedGenerator states (dropout) are not tracked by tf.train.Checkpoint by default.
         rng = [v.value for v in model.variables if "seed_generator" in v.path]
         self.checkpoint = tf.train.Checkpoint(
-            model=model, optimizer=optimizer, rng=rng, **self._vars
+            model=model, optimizer=optimizer, rng=rng, **self._vars, **extra
         )
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, str(directory), max_to_keep=max_to_keep

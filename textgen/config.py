@@ -40,6 +40,8 @@ class WindowsConfig:
     maxlen: int = 128  # context the LSTM is trained on (it carries state further when sampling)
     step: int = 128  # sequence target: every token is a target once per epoch with step = maxlen
     target: Literal["sequence", "next"] = "sequence"  # next: one target per window (classic)
+    carry_state: bool = False  # true: each batch row is a contiguous stream (truncated BPTT):
+    # its LSTM state carries from batch to batch; `step` is then maxlen
 
 
 @dataclass(frozen=True)

@@ -211,7 +211,8 @@ class _Loop:
                     break
                 else:
                     steps = self._next_call_size(counters)
-                    loss = float(session.train_steps(iterator, tf.constant(steps, tf.int32)))
+                    call = (tf.constant(steps, tf.int32), tf.constant(counters.batch == 0))
+                    loss = float(session.train_steps(iterator, *call))  # reset at an epoch start
                     if self.budget:
                         self.budget.observe_call(counters.step + steps)
                     reason, metrics = self._after_call(counters, steps, loss, metrics)

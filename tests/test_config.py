@@ -301,3 +301,14 @@ def test_max_time_takes_seconds_or_a_duration(text, seconds):
 def test_a_bad_duration_names_the_key_and_the_forms(text):
     with pytest.raises(ConfigError, match=r"train.max_time must be seconds or a duration like"):
         load_config(None, [f"train.max_time={text}"])
+
+
+def test_precision_auto_is_float32_and_the_old_key_still_loads(tmp_path):
+    from textgen.config import precision_policy
+
+    assert precision_policy(load_config(None).train) == "float32"
+    forced = load_config(None, ["train.precision=mixed_bfloat16"]).train
+    assert precision_policy(forced) == "mixed_bfloat16"
+    # A run dir saved before the key was renamed (train.mixed_precision) still loads.
+    saved = load_config(None, (), base={"train": {"mixed_precision": "mixed_float16"}})
+    assert saved.train.precision == "mixed_float16"

@@ -130,7 +130,7 @@ def test_mixed_bfloat16_trains_with_float32_logits(tmp_path: Path, corpus: Path)
     from textgen.rundir import RunDir
     from textgen.trainer import train
 
-    args = _overrides(tmp_path, corpus, "bf16", **{"train.mixed_precision": "mixed_bfloat16"})
+    args = _overrides(tmp_path, corpus, "bf16", **{"train.precision": "mixed_bfloat16"})
     result = train(load_config(REPO_ROOT / "configs" / "tiny.yaml", args))
     assert result.stop_reason == "max_steps"
     assert np.isfinite(result.last_metrics["val_bpc"])

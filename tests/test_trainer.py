@@ -253,7 +253,7 @@ def test_clip_norm_under_mixed_float16_clips_the_unscaled_gradient(base_run, tmp
     norms = {}
     for clip in (1e-3, 1e6):
         out = tmp_path / f"clip-{clip:g}"
-        overrides = ("train.mixed_precision=mixed_float16", f"train.clip_norm={clip}")
+        overrides = ("train.precision=mixed_float16", f"train.clip_norm={clip}")
         result = train(base_run.config(*overrides, "train.max_steps=1", out=out))
         assert (result.step, result.stop_reason) == (1, "max_steps")
         assert math.isfinite(result.last_metrics["loss"])

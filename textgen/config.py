@@ -81,7 +81,9 @@ class TrainConfig:
     patience: int = 0  # evaluations without val improvement before stopping; 0: never stop early
     steps_per_call: int = 10  # train steps per tf.function call, to cut Python overhead
     distribute: Literal["auto", "none", "mirrored", "multi_worker"] = "auto"
-    mixed_precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
+    # auto is float32: on this CPU bf16 trains faster per step but reaches no lower bpc in equal
+    # time, and no GPU was measured (docs/benchmarks.md, "Precision"); the others force a policy.
+    precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
     fresh: bool = False  # true: ignore checkpoints in out_dir and start over
 
 
@@ -184,6 +186,9 @@ def load_config(
     if not isinstance(raw, dict):
         raise ConfigError("the config must be a mapping of sections", where)
     raw = {k: dict(v) if isinstance(v, Mapping) else v for k, v in raw.items()}
+    for section, old, new in _RENAMED:  # configs saved by earlier versions still load
+        if isinstance(raw.get(section), dict) and old in raw[section]:
+            raw[section].setdefault(new, raw[section].pop(old))
     origin = {f"{s}.{k}": where for s, sec in raw.items() if isinstance(sec, dict) for k in sec}
     for word in overrides:
         key, value = _parse_override(word)
@@ -195,6 +200,14 @@ def load_config(
         origin[key] = "command line"
         origin.setdefault(section, "command line")  # where an unknown section came from
     return _build(raw, origin, where)
+
+
+_RENAMED = (("train", "mixed_precision", "precision"),)  # (section, old key, new key)
+
+
+def precision_policy(train_cfg: TrainConfig) -> str:
+    """The Keras mixed-precision policy `train.precision` stands for (auto: float32)."""
+    return "float32" if train_cfg.precision == "auto" else train_cfg.precision
 
 
 def _read_yaml(path: str | Path) -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from textgen.carry import CarriedState
-from textgen.config import TrainConfig
+from textgen.config import TrainConfig, precision_policy
 
 
 def learning_rate_schedule(train_cfg: TrainConfig, total_steps: int):
@@ -95,7 +95,7 @@ def compile_train_steps(
     tc, next_target = train_cfg, targets_per_window == 1
     tokens_per_batch = float(tc.batch_size * targets_per_window)
     variables = model.trainable_variables
-    loss_scaled = tc.mixed_precision == "mixed_float16"
+    loss_scaled = precision_policy(tc) == "mixed_float16"
 
     def replica_step(x, y, reset):
         new_states = tf.zeros(())  # no carried state

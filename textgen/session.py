@@ -10,7 +10,7 @@ from pathlib import Path
 
 from textgen.carry import CarriedState
 from textgen.checkpoints import TrainCheckpoint, TrainCounters
-from textgen.config import Config
+from textgen.config import Config, precision_policy
 from textgen.dataplan import DataPlan
 from textgen.optimization import compile_train_steps, learning_rate_schedule
 
@@ -40,7 +40,7 @@ class TrainSession:
             self.model = build_model(cfg.model, data.index.vocab_size)
             self.schedule = learning_rate_schedule(tc, data.schedule_steps)  # or a constant
             optimizer = keras.optimizers.Adam(self.schedule)
-            if tc.mixed_precision == "mixed_float16":
+            if precision_policy(tc) == "mixed_float16":
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             optimizer.build(self.model.trainable_variables)
             self.optimizer = optimizer

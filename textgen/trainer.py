@@ -25,7 +25,7 @@ from typing import Any
 
 from textgen.budget import TimeBudget
 from textgen.checkpoints import TrainCounters, check_resumable
-from textgen.config import Config
+from textgen.config import Config, precision_policy
 from textgen.corpus import index_corpus
 from textgen.curves import CurvesPainter, write_scalars
 from textgen.dataplan import DataPlan
@@ -128,7 +128,7 @@ def train(
     import keras
 
     policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(cfg.train.mixed_precision)
+    keras.mixed_precision.set_global_policy(precision_policy(cfg.train))
     # Non-chief workers must save too (saving may run collectives), but to a scratch dir.
     scratch = None if chief else Path(tempfile.mkdtemp(prefix="textgen-worker-"))
     try:

@@ -3,14 +3,16 @@
 The trained layers are folded into a step model (`stepmodel.py`): Embedding times the first
 LSTM's input kernel (plus bias) becomes one `[vocab, 4 * units]` table, so that input costs a
 gather, and each layer's recurrent matmul for the next token runs beside the token-to-token chain.
-One `tf.function` with a fixed input signature reads up to `BLOCK` prompt tokens (once for all
-samples) and samples up to `BLOCK` tokens in a `tf.while_loop`, carrying the LSTM states in and
-out as tensors, so `stream` calls it block after block. Temperature (0: greedy), top-k (0: off),
-top-p (1: off), the seed, the position and the number of samples are tensors and every shape is
-fixed but the batch, so no call retraces (and `jit_compile=True` compiles once per batch size).
-The sampling rule (greedy, plain, or top-k/top-p first) is chosen once per call, each with its
-own loop, so no token pays for a branch. Token t draws with `stateless_fold_in(seed, t)`: the
-text depends on the seed, not on the blocks.
+One `tf.function` (`build_sampler`, shared with the export and the server) reads up to `BLOCK`
+prompt tokens (each prompt once, for all its rows) and samples up to `BLOCK` tokens in a
+`tf.while_loop`, carrying the LSTM states in and out as tensors, so `stream` calls it block after
+block. Temperature (0: greedy), top-k (0: off), top-p (1: off), the seed, the position and the
+sample number are per-row tensors and every shape is fixed but the batch, so no call retraces
+(and `jit_compile=True` compiles once per batch size); rows of one call may differ in all of
+them. The sampling rule (greedy, plain, or top-k/top-p first) is chosen once per call, each
+with its own loop, so no token pays for a branch. Token t of a row draws a uniform from a
+counter-based hash of (seed, sample number, t) and inverts the cumulative distribution at it:
+the text depends on the seed, not on the blocks, nor on the other rows of the batch.
 
 An empty prompt starts as if after a line break: the newline token is fed when the vocabulary
 has one; otherwise sampling starts from the zero state. TensorFlow is imported lazily, so bad
@@ -29,7 +31,18 @@ from typing import Literal
 import numpy as np
 
 from textgen.errors import TextgenError
-from textgen.stepmodel import FILTERED, GREEDY, PLAIN, StepModel, pick_tokens, sampling_rule
+from textgen.stepmodel import (
+    FILTERED,
+    GREEDY,
+    PLAIN,
+    SEED_MODULUS,
+    StepModel,
+    pick_tokens,
+    row_keys,
+    row_settings,
+    sampling_rule,
+    uniforms,
+)
 from textgen.tokenizers import UNKNOWN_ID, Tokenizer
 
 BLOCK = 256  # most tokens per compiled call: a call costs ~1 ms, 256 tokens ~25 ms (1 sample)
@@ -119,12 +132,11 @@ def encode_prompt(
     return ids
 
 
-def seed_pair(seed: int | None) -> np.ndarray:
-    """Two int32 words of a seed for stateless random ops; None draws a fresh random seed."""
+def seed_value(seed: int | None) -> int:
+    """A seed as the sampler takes it (an int64 in [0, 2^62)); None draws a fresh random one."""
     if seed is None:
-        seed = secrets.randbits(62)
-    seed = int(seed) % (1 << 62)
-    return np.array([seed & 0x7FFFFFFF, seed >> 31], dtype=np.int32)  # (2,)
+        return secrets.randbits(62)
+    return int(seed) % SEED_MODULUS
 
 
 class Generator:
@@ -136,8 +148,8 @@ class Generator:
         config: The run's config (its `sample` section gives the CLI's defaults), if known.
         jit_compile: XLA-compile the loop (one compile, seconds, per number of samples). On
             a 2-core CPU, one sample: ~4x faster per character at 128 units, the same at 256
-            and 512 (`scripts/bench_sample.py`). XLA draws tokens by another algorithm, so a
-            seed gives other text than without it (the same text on every XLA run).
+            and 512 (`scripts/bench_sample.py`). The draws are the same ops either way; XLA's
+            float rounding may differ, so rarely a seed gives other text than without it.
     """
 
     def __init__(
@@ -150,7 +162,9 @@ class Generator:
         self.trace_count = 0  # Python-side executions of the traced body: 1 after any calls
         self._step = StepModel(model)
         self.block = BLOCK
-        self._chunk = self._build_chunk_fn(jit_compile)
+        self._chunk = build_sampler(
+            self._step, self.block, jit_compile=jit_compile, on_trace=self._count_trace
+        )
         newline = np.asarray(tokenizer.encode("\n"), dtype=np.int32)
         ok = len(newline) == 1 and newline[0] != UNKNOWN_ID
         self._start_ids = newline if ok else np.zeros(0, np.int32)  # (1,) or (0,)
@@ -159,6 +173,9 @@ class Generator:
         self._partial = np.array(
             ["\ufffd" in tokenizer.decode([i]) for i in range(self.vocab_size)], dtype=bool
         )
+
+    def _count_trace(self) -> None:
+        self.trace_count += 1
 
     def refresh(self) -> None:
         """Picks up the model's current weights (the trainer samples after each epoch)."""
@@ -256,17 +273,23 @@ class Generator:
         prompt_ids = encode_prompt(self.tokenizer, prompt, on_unknown=on_unknown)
         feed = prompt_ids if len(prompt_ids) else self._start_ids  # (prompt tokens,)
         states = self._step.zero_states(num_samples)  # (2 * layers, samples, units)
-        top_k = np.int32(min(top_k, self.vocab_size))
-        scalars = (np.float32(temperature), top_k, np.float32(top_p), seed_pair(seed))
+        n = num_samples
+        settings = {  # one value per sample: (samples,) each
+            "temperature": np.full(n, temperature, np.float32),
+            "top_k": np.full(n, min(top_k, self.vocab_size), np.int32),
+            "top_p": np.full(n, top_p, np.float32),
+            "seed": np.full(n, seed_value(seed), np.int64),
+            "sample": np.arange(n, dtype=np.int32),
+        }
         chunk_size = min(max(chunk_size, 1), self.block)
         while len(feed) > self.block:  # a long prompt: read all but the last block first
-            _, states = self._call(feed[: self.block], states, 0, 0, scalars)
+            _, states = self._call(feed[: self.block], states, 0, 0, settings)
             feed = feed[self.block :]
         held = [np.zeros(0, np.int32) for _ in range(num_samples)]
         done = 0
         while done < length:
             size = min(chunk_size, length - done)
-            tokens, states = self._call(feed, states, size, done, scalars)  # (samples, size)
+            tokens, states = self._call(feed, states, size, done, settings)  # (samples, size)
             feed, done = feed[:0], done + size
             texts = []
             for i, row in enumerate(tokens):
@@ -276,12 +299,20 @@ class Generator:
         if any(len(h) for h in held):
             yield [self.tokenizer.decode(h) for h in held]
 
-    def _call(self, feed: np.ndarray, states, size: int, position: int, scalars: tuple):
-        """One compiled call: reads `feed` (<= block tokens), samples `size` tokens."""
-        padded = np.zeros(self.block, np.int32)  # (block,)
-        padded[: len(feed)] = feed
+    def _call(self, feed: np.ndarray, states, size: int, position: int, settings: dict):
+        """One compiled call: all samples read `feed` (<= block tokens), then sample `size`."""
+        samples = len(settings["sample"])
+        padded = np.zeros((1, self.block), np.int32)  # (1, block): one prompt for all samples
+        padded[0, : len(feed)] = feed
+        feed_row = np.full(samples, 0 if len(feed) else -1, np.int32)  # (samples,)
         tokens, states = self._chunk(
-            padded, np.int32(len(feed)), states, np.int32(size), np.int32(position), *scalars
+            padded,
+            np.array([len(feed)], np.int32),
+            feed_row,
+            states,
+            np.int32(size),
+            np.full(samples, position, np.int32),
+            **settings,
         )  # (samples, block), (2 * layers, samples, units)
         return tokens.numpy()[:, :size], states
 
@@ -292,55 +323,109 @@ class Generator:
             keep -= 1
         return self.tokenizer.decode(ids[:keep]), ids[keep:]
 
-    def _build_chunk_fn(self, jit_compile: bool):
-        """The one compiled function: read `feed`, then sample up to `block` tokens."""
-        import tensorflow as tf
 
-        step, block, spec = self._step, self.block, tf.TensorSpec
+def build_sampler(step: StepModel, block: int = BLOCK, *, jit_compile: bool = False, on_trace=None):
+    """The one compiled sampling function, shared by `Generator`, the export and the server.
 
-        @tf.function(
-            jit_compile=jit_compile,
-            input_signature=[
-                spec((block,), tf.int32),  # feed: tokens to read first (prompt), zero-padded
-                spec((), tf.int32),  # feed_length: how many of them are real
-                spec((2 * step.layers, None, step.units), tf.float32),  # (h, c) per layer
-                spec((), tf.int32),  # length: tokens to sample, <= block
-                spec((), tf.int32),  # position: tokens sampled before this call
-                spec((), tf.float32),  # temperature
-                spec((), tf.int32),  # top_k
-                spec((), tf.float32),  # top_p
-                spec((2,), tf.int32),  # seed
-            ],
+    `sampler(feed, feed_length, feed_row, states, length, position, temperature, top_k, top_p,
+    seed, sample) -> (tokens, states)`: each prompt of `feed` (rows of <= `block` tokens) is
+    read once from the state of its first row and its state copied to every row that names it
+    in `feed_row` (-1: no prompt this call); then every row samples `length` (<= `block`)
+    tokens with its own temperature, top-k, top-p, seed and sample number. Rows are requests
+    or samples of one request: any mix of settings goes in one call.
+
+    Args:
+        step: The step model.
+        block: Most prompt tokens read and tokens sampled per call.
+        jit_compile: XLA-compile it (one compile per shape of the batch).
+        on_trace: Called each time the function is traced (for tests and benchmarks).
+
+    Returns:
+        A `tf.function` with a fixed input signature: (rows, block) int32 tokens (the first
+        `length` of each row are real) and the states, (2 * layers, rows, units).
+    """
+    import tensorflow as tf
+
+    spec = tf.TensorSpec
+
+    @tf.function(
+        jit_compile=jit_compile,
+        input_signature=[
+            spec((None, block), tf.int32, name="feed"),  # (prompts, block), zero-padded
+            spec((None,), tf.int32, name="feed_length"),  # (prompts,) real tokens of each
+            spec((None,), tf.int32, name="feed_row"),  # (rows,) the row's prompt, or -1
+            spec((2 * step.layers, None, step.units), tf.float32, name="states"),
+            spec((), tf.int32, name="length"),  # tokens to sample, <= block
+            spec((None,), tf.int32, name="position"),  # (rows,) tokens sampled before
+            spec((None,), tf.float32, name="temperature"),  # (rows,)
+            spec((None,), tf.int32, name="top_k"),  # (rows,)
+            spec((None,), tf.float32, name="top_p"),  # (rows,)
+            spec((None,), tf.int64, name="seed"),  # (rows,)
+            spec((None,), tf.int32, name="sample"),  # (rows,) number among its request's
+        ],
+    )
+    def sampler(
+        feed, feed_length, feed_row, states, length, position, temperature, top_k, top_p, seed,
+        sample,
+    ):  # fmt: skip
+        if on_trace is not None:
+            on_trace()  # runs only while tracing
+        states = tf.cond(
+            tf.reduce_max(feed_length) > 0,
+            lambda: read_prompts(step, feed, feed_length, feed_row, states),
+            lambda: states,
         )
-        def chunk(feed, feed_length, states, length, position, temperature, top_k, top_p, seed):
-            self.trace_count += 1  # runs only while tracing
-            carry = step.carry_of(states)
-            carry = tf.cond(
-                feed_length > 0, lambda: step.warm_up(feed, feed_length, carry), lambda: carry
-            )
-            samples = tf.shape(states)[1]
+        carry = step.carry_of(states)
+        settings = row_settings(temperature, top_k, top_p)
+        keys = row_keys(seed, sample)  # (rows,)
+        rows = tf.shape(states)[1]
 
-            def sample_with(rule: int, start: tuple):
-                def run():
-                    out = tf.zeros([block, samples], tf.int32)  # (block, samples): fixed for XLA
+        def sample_with(rule: int):
+            def run():
+                out = tf.zeros([block, rows], tf.int32)  # (block, rows): fixed for XLA
+                draws = uniforms(keys, position, length if rule != GREEDY else 0)
 
-                    def body(i, out, *carry):
-                        logits = step.logits(carry)  # (samples, vocab)
-                        key = tf.random.experimental.stateless_fold_in(seed, position + i)
-                        settings = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
-                        token = pick_tokens(rule, logits, seed=key, **settings)  # (samples,)
-                        out = tf.tensor_scatter_nd_update(out, [[i]], token[None])
-                        return (i + 1, out, *step.advance(token, carry))
+                def body(i, out, *carry):
+                    logits = step.logits(carry)  # (rows, vocab)
+                    uniform = draws[i] if rule != GREEDY else None  # (rows,)
+                    inverse, k, p = settings
+                    token = pick_tokens(
+                        rule, logits, inverse_temperature=inverse, top_k=k, top_p=p,
+                        uniform=uniform,
+                    )  # (rows,)  # fmt: skip
+                    out = tf.tensor_scatter_nd_update(out, [[i]], token[None])
+                    return (i + 1, out, *step.advance(token, carry))
 
-                    loop = tf.while_loop(lambda i, *_: i < length, body, (0, out, *start))
-                    return loop[1], loop[2:]
+                loop = tf.while_loop(lambda i, *_: i < length, body, (0, out, *carry))
+                return loop[1], loop[2:]
 
-                return run
+            return run
 
-            # One loop per rule, the rule picked once: a branch per token costs ~30% of a step.
-            rule = sampling_rule(temperature, top_k, top_p)
-            loops = [sample_with(r, carry) for r in (GREEDY, PLAIN, FILTERED)]
-            out, final_carry = tf.switch_case(rule, loops)
-            return tf.transpose(out), step.states_of(final_carry)  # (samples, block), states
+        # One loop per rule, the rule picked once: a branch per token costs ~30% of a step.
+        rule = sampling_rule(temperature, top_k, top_p)
+        out, final_carry = tf.switch_case(rule, [sample_with(r) for r in (GREEDY, PLAIN, FILTERED)])
+        return tf.transpose(out), step.states_of(final_carry)  # (rows, block), states
 
-        return chunk
+    return sampler
+
+
+def read_prompts(step: StepModel, feed, feed_length, feed_row, states):
+    """States after each row's prompt: each prompt is read once, then copied to its rows.
+
+    Args:
+        step: The step model.
+        feed: (prompts, block) int32; feed_length: (prompts,) int32.
+        feed_row: (rows,) int32, the prompt of each row, -1 for none (its state is kept).
+        states: (2 * layers, rows, units): a prompt starts from the state of its first row.
+
+    Returns:
+        (2 * layers, rows, units).
+    """
+    import tensorflow as tf
+
+    rows = tf.shape(states)[1]
+    first = tf.math.unsorted_segment_min(tf.range(rows), feed_row, tf.shape(feed)[0])
+    start = tf.gather(states, tf.minimum(first, rows - 1), axis=1)  # (2 * layers, prompts, units)
+    carry = step.warm_up(feed, feed_length, step.carry_of(start))
+    read = tf.gather(step.states_of(carry), tf.maximum(feed_row, 0), axis=1)  # (2L, rows, units)
+    return tf.where((feed_row >= 0)[None, :, None], read, states)

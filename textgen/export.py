@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from textgen.errors import TextgenError
-from textgen.generate import BLOCK, build_sampler, check_checkpoint
+from textgen.generate import BLOCK, check_checkpoint
+from textgen.sampler import build_sampler
 from textgen.stepmodel import StepModel
 from textgen.tokenizers import UNKNOWN_ID, Tokenizer
 
@@ -117,7 +118,9 @@ def module_class():
         )
         def generate(self, prompt, length, temperature, top_k, top_p, seed):
             """One continuation per row: {text: string (B,), tokens: int32 (B,)}."""
-            _check_inputs(prompt, length, temperature, top_k, top_p, seed)
+            prompt, length, temperature, top_k, top_p, seed = _check_inputs(
+                prompt, length, temperature, top_k, top_p, seed
+            )
             encoded = self.encode(prompt)
             ids, lengths = _with_start(encoded["ids"], encoded["lengths"], self.newline)
             rows = tf.shape(prompt)[0]
@@ -181,26 +184,27 @@ def module_class():
     return ExportModule
 
 
-def _check_inputs(prompt, length, temperature, top_k, top_p, seed) -> None:
-    """Graph-side checks: a bad input is an InvalidArgumentError naming it."""
+def _check_inputs(*inputs) -> tuple:
+    """Graph-side checks: the inputs, usable only after the checks pass (else an
+    InvalidArgumentError naming the input)."""
     import tensorflow as tf
 
+    prompt, length, temperature, top_k, top_p, _ = inputs
     rows = tf.shape(prompt)[0]
-    for name, value in (
-        ("length", length),
-        ("temperature", temperature),
-        ("top_k", top_k),
-        ("top_p", top_p),
-        ("seed", seed),
-    ):
-        tf.debugging.assert_equal(
-            tf.shape(value)[0], rows, f"{name} must have one value per prompt"
-        )
-    tf.debugging.assert_non_negative(length, "length must be >= 0")
-    tf.debugging.assert_greater_equal(temperature, 0.0, "temperature must be >= 0")
-    tf.debugging.assert_non_negative(top_k, "top_k must be >= 0")
-    tf.debugging.assert_greater(top_p, 0.0, "top_p must be in (0, 1]")
-    tf.debugging.assert_less_equal(top_p, 1.0, "top_p must be in (0, 1]")
+    names = ("length", "temperature", "top_k", "top_p", "seed")
+    checks = [
+        tf.debugging.assert_equal(tf.shape(value)[0], rows, f"{name} must have one per prompt")
+        for name, value in zip(names, inputs[1:], strict=True)
+    ]
+    checks += [
+        tf.debugging.assert_non_negative(length, "length must be >= 0"),
+        tf.debugging.assert_greater_equal(temperature, 0.0, "temperature must be >= 0"),
+        tf.debugging.assert_non_negative(top_k, "top_k must be >= 0"),
+        tf.debugging.assert_greater(top_p, 0.0, "top_p must be in (0, 1]"),
+        tf.debugging.assert_less_equal(top_p, 1.0, "top_p must be in (0, 1]"),
+    ]
+    with tf.control_dependencies([c for c in checks if c is not None]):
+        return tuple(tf.identity(x) for x in inputs)
 
 
 def _with_start(ids, lengths, newline: int):

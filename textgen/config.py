@@ -68,6 +68,7 @@ class TrainConfig:
     max_time: float | None = None  # a time budget (seconds, or 10m / 1h): the schedule is fitted
     # to it and ends annealed when the time is up; null: train.epochs is the budget
     learning_rate: float = 2e-3  # Adam's sweet spot for char LSTMs (char-rnn uses 2e-3)
+    adam_beta2: float = 0.999  # Adam's second-moment decay (Keras' default)
     lr_schedule: Literal["constant", "cosine"] = "cosine"  # decays to min_lr_ratio by the end
     warmup_steps: int = 50  # linear warmup keeps the first Adam steps from blowing up
     min_lr_ratio: float = 0.1  # cosine floor, as a fraction of learning_rate
@@ -147,6 +148,7 @@ _RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "train.max_steps": (lambda v: v is None or v >= 1, ">= 1 or null"),
     "train.max_time": (lambda v: v is None or v > 0, "> 0 or null"),
     "train.learning_rate": (lambda v: v > 0, "> 0"),
+    "train.adam_beta2": (lambda v: 0 < v < 1, "in (0, 1)"),
     "train.warmup_steps": (lambda v: v >= 0, ">= 0"),
     "train.min_lr_ratio": (lambda v: 0 <= v <= 1, "in [0, 1]"),
     "train.clip_norm": (lambda v: v >= 0, ">= 0 (0: no clipping)"),

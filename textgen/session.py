@@ -39,7 +39,7 @@ class TrainSession:
         with strategy.scope():
             self.model = build_model(cfg.model, data.index.vocab_size)
             self.schedule = learning_rate_schedule(tc, data.schedule_steps)  # or a constant
-            optimizer = keras.optimizers.Adam(self.schedule)
+            optimizer = keras.optimizers.Adam(self.schedule, beta_2=tc.adam_beta2)
             if precision_policy(tc) == "mixed_float16":
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             optimizer.build(self.model.trainable_variables)

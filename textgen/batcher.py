@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -100,7 +100,6 @@ class Job:
     done: int = 0  # tokens sampled per row so far
     states: np.ndarray | None = None  # (2 * layers, samples, units) between calls
     feed: np.ndarray | None = None  # prompt ids still to read (the last block)
-    started: float = field(default_factory=time.perf_counter)
 
     def cancel(self) -> None:
         """Stops the job at the next call boundary (e.g. its client left)."""

@@ -64,8 +64,8 @@ def make_step(variant: str, seed: int = 0):
             for flag in flags:
                 if flag.startswith("u"):
                     layer.steps_per_iteration = int(flag[1:])
-                elif flag == "jit":
-                    layer.jit_loops = True
+                elif flag in ("jit", "nojit"):
+                    layer.jit_min_units = 0 if flag == "jit" else 2**31
     optimizer = keras.optimizers.Adam(1e-3)
     optimizer.build(model.trainable_variables)
 

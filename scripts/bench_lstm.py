@@ -9,8 +9,9 @@ optimizer updates/s, chars/s, training FLOP/s as a fraction of the measured floa
 The variants run interleaved (several short rounds, median per variant), so noise from other work
 on the machine hits all of them alike: compare the ratios, not the absolute figures.
 
-Variants: `keras` (keras.layers.LSTM), `lean` (textgen's LeanLSTM), each optionally `+xla`
-(the whole train step under `jit_compile=True`) and `/uN` (lean only: N steps per loop iteration).
+Variants: `keras` (keras.layers.LSTM), `lean` (textgen's LeanLSTM, default settings), each
+optionally `+xla` (the whole train step under `jit_compile=True`) and `/bf16` (mixed_bfloat16);
+lean only: `/uN` (N steps per loop iteration), `/jit` or `/nojit` (XLA on the two loops or not).
 """
 
 from __future__ import annotations
@@ -58,7 +59,12 @@ def make_step(variant: str, seed: int = 0):
     kind, xla = name.removesuffix("+xla"), name.endswith("+xla")
     keras.utils.set_random_seed(seed)
     cfg = ModelConfig(embedding_dim=EMBEDDING, units=UNITS, layers=LAYERS, lstm_kernel=kind)
-    model = build_model(cfg, VOCAB)
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if "bf16" in flags else policy)
+    try:
+        model = build_model(cfg, VOCAB)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
     for layer in model.layers:
         if isinstance(layer, LeanLSTM):
             for flag in flags:
@@ -104,7 +110,7 @@ def seconds_per_step(step, x, y, steps: int) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def bench_shape(variants, batch: int, length: int, rounds: int, peak: float) -> dict:
+def bench_shape(variants, batch: int, length: int, rounds: int) -> dict:
     """One shape: every variant compiled, warmed up, then timed in interleaved rounds."""
     import numpy as np
     import tensorflow as tf
@@ -121,12 +127,15 @@ def bench_shape(variants, batch: int, length: int, rounds: int, peak: float) -> 
         seconds_per_step(fn, x, y, 1)
     per_round = max(2, round(1.0 / seconds_per_step(steps[variants[0]], x, y, 1)))
     times: dict[str, list[float]] = {v: [] for v in variants}
+    peaks = []
     for _ in range(rounds):
+        peaks.append(matmul_peak(repeats=2))  # the peak drifts with the machine's load too
         for v in variants:
             times[v].append(seconds_per_step(steps[v], x, y, per_round))
+    peak = statistics.median(peaks)
     cfg = ModelConfig(embedding_dim=EMBEDDING, units=UNITS, layers=LAYERS)
     flops = train_flops_per_token(cfg, VOCAB) * batch * length
-    rows = {}
+    rows = {"matmul_peak_gflops": round(peak / 1e9, 1)}
     base = statistics.median(times[variants[0]])
     for v in variants:
         t = statistics.median(times[v])
@@ -150,23 +159,20 @@ def main() -> None:
     import tensorflow as tf
 
     variants = args.variants.split(",")
-    peak = matmul_peak()
     result: dict = {
         "benchmark": "lstm",
         "machine": f"{os.cpu_count()} cores",
         "tensorflow": tf.__version__,
         "model": f"Embedding({VOCAB},{EMBEDDING}) -> {LAYERS} x LSTM({UNITS}) -> Dense({VOCAB})",
-        "matmul_peak_gflops": round(peak / 1e9, 1),
         "shapes": {},
     }
     for shape in args.shapes.split(","):
         batch, length = (int(n) for n in shape.split("x"))
-        rows = bench_shape(variants, batch, length, 3 if args.quick else 7, peak)
+        rows = bench_shape(variants, batch, length, 3 if args.quick else 7)
         result["shapes"][shape] = rows
     if args.ops:
         x = tf.zeros([16, 64], tf.int32)
         result["loop_body_ops"] = {v: loop_ops(make_step(v)[0], x, x) for v in variants}
-    result["matmul_peak_gflops_after"] = round(matmul_peak() / 1e9, 1)
     print(json.dumps(result, indent=1))
 
 

@@ -1,11 +1,13 @@
 """The LSTM kernels side by side in one process (issue 10); prints one JSON object.
 
-    python scripts/bench_lstm.py [--quick] [--shapes 16x64,32x64,64x128] [--variants ...]
+    python scripts/bench_lstm.py [--quick] [--shapes 16x64,32x64,64x128] [--variants ...] [--ops]
+        [--trainer [--workdir DIR]]
 
 A plain `tf.function` train step (Embedding(84, 64) -> 2 x LSTM(256) -> Dense(84), sequence
 targets, Adam, random ids; no textgen pipeline) for each variant and batch x time shape:
 optimizer updates/s, chars/s, training FLOP/s as a fraction of the measured float32 matmul peak
-(`tf.matmul`, 2048^3), and the ops per time step inside the while-loop bodies of the step's graph.
+(`tf.matmul`, 2048^3, timed in every round), and (--ops) the ops inside the while-loop bodies
+of the step's graph; with --trainer, also textgen's own trainer with each kernel.
 The variants run interleaved (several short rounds, median per variant), so noise from other work
 on the machine hits all of them alike: compare the ratios, not the absolute figures.
 
@@ -21,11 +23,13 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))  # bench_train's trainer helpers
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 VOCAB, EMBEDDING, UNITS, LAYERS = 84, 64, 256, 2
@@ -148,6 +152,39 @@ def bench_shape(variants, batch: int, length: int, rounds: int) -> dict:
     return rows
 
 
+def trainer_rows(shapes: list[str], rounds: int, workdir: Path) -> dict:
+    """textgen's own trainer (configs/base.yaml, 2 x 256), keras vs lean kernel, interleaved.
+
+    Uses `bench_train.py`'s helpers (the trainer's private `_Session`): seconds per optimizer
+    update of the compiled multi-step call, fed by textgen's pipeline from a 10 MB corpus.
+    """
+    from bench_train import make_corpus, session_for, time_calls
+
+    from textgen.checkpoints import Progress
+
+    corpus = make_corpus(workdir / "corpus_10mb.txt", 10)
+    rows = {}
+    for shape in shapes:
+        batch, length = (int(n) for n in shape.split("x"))
+        words = [f"train.batch_size={batch}", f"windows.maxlen={length}", f"windows.step={length}"]
+        sessions = {
+            kind: session_for([*words, f"model.lstm_kernel={kind}"], corpus, workdir, kind)
+            for kind in ("keras", "lean")
+        }
+        its = {k: s.dataset_iterator(Progress()) for k, s in sessions.items()}
+        times: dict[str, list[float]] = {k: [] for k in sessions}
+        for _ in range(rounds):
+            for kind, session in sessions.items():
+                times[kind].append(time_calls(session, its[kind], 1, 10))
+        median = {k: statistics.median(v) for k, v in times.items()}
+        rows[shape] = {
+            k: {"updates_per_s": round(1 / t, 2), "chars_per_s": round(batch * length / t)}
+            for k, t in median.items()
+        }
+        rows[shape]["lean_vs_keras"] = round(median["keras"] / median["lean"], 2)
+    return rows
+
+
 def main() -> None:
     """Runs every shape and prints one JSON object."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -155,6 +192,10 @@ def main() -> None:
     parser.add_argument("--shapes", default="16x64,32x64,64x128", help="batch x time list")
     parser.add_argument("--variants", default=DEFAULT_VARIANTS, help="comma-separated")
     parser.add_argument("--ops", action="store_true", help="also count loop-body ops")
+    parser.add_argument(
+        "--trainer", action="store_true", help="also textgen's trainer, keras vs lean"
+    )
+    parser.add_argument("--workdir", default=None, help="--trainer's corpus, index and runs")
     args = parser.parse_args()
     import tensorflow as tf
 
@@ -173,6 +214,10 @@ def main() -> None:
     if args.ops:
         x = tf.zeros([16, 64], tf.int32)
         result["loop_body_ops"] = {v: loop_ops(make_step(v)[0], x, x) for v in variants}
+    if args.trainer:
+        workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_lstm_"))
+        shapes = args.shapes.split(",")
+        result["trainer"] = trainer_rows(shapes, 3 if args.quick else 5, workdir)
     print(json.dumps(result, indent=1))
 
 

@@ -1,4 +1,4 @@
-"""`textgen.evaluate`: bits per character against a hand computation, the val split, the CLI."""
+"""`textgen.evaluate`: bpc against hand computations (windowed, streamed), the methods, the CLI."""
 
 from __future__ import annotations
 
@@ -43,13 +43,41 @@ def hand_bpc(run: Path, text: str, maxlen: int) -> tuple[float, int]:
     return nats / (len(ids) - 1) / math.log(2), len(ids) - 1
 
 
-def test_bpc_equals_a_hand_computation(run: Path, tmp_path: Path) -> None:
+def test_windowed_bpc_equals_a_hand_computation(run: Path, tmp_path: Path) -> None:
     text = "Cabé東"  # 5 chars, 4 predictions: one full window of 3, then a tail of 1
     expected, predictions = hand_bpc(run, text, maxlen=3)
-    result = evaluate(run, write(tmp_path / "t.txt", text))
+    result = evaluate(run, write(tmp_path / "t.txt", text), method="windowed")
+    assert result["method"] == "windowed" and "streams" not in result
     assert result["bpc"] == pytest.approx(expected, rel=1e-4)
     assert result["nats_per_char"] == pytest.approx(expected * math.log(2), rel=1e-4)
     assert (result["tokens"], result["chars"], result["unknown_chars"]) == (predictions, 4, 0)
+
+
+def test_streamed_bpc_equals_one_stream_by_hand(run: Path, tmp_path: Path) -> None:
+    text = "Cabé東 abc, déf.\nGhi"  # 19 chars: 18 predictions in chunks of 3 (maxlen)
+    model, tokenizer = RunDir(run).load_model(), RunDir(run).load_tokenizer()
+    ids = tokenizer.encode(text)
+    nats = 0.0
+    for t in range(1, len(ids)):  # all the text before each char is its context
+        logits = np.array(model(ids[None, :t]), np.float64)[0, -1]  # (vocab,)
+        nats -= logits[ids[t]] - logits.max() - np.log(np.exp(logits - logits.max()).sum())
+    result = evaluate(run, write(tmp_path / "t.txt", text), streams=1)
+    assert (result["method"], result["streams"], result["segment"]) == ("streamed", 1, 3)
+    assert result["tokens"] == 18
+    assert result["bpc"] == pytest.approx(nats / 18 / math.log(2), rel=1e-4)
+
+
+def test_three_methods_on_the_val_split(run: Path) -> None:
+    model_bytes = RunDir(run).best_model.read_bytes()
+    windowed, streamed = evaluate(run, method="windowed"), evaluate(run)
+    dynamic = evaluate(run, method="dynamic", segment=8)
+    assert windowed["tokens"] == streamed["tokens"] == dynamic["tokens"]
+    assert streamed["method"] == "streamed" and streamed["streams"] > 1
+    assert (dynamic["method"], dynamic["streams"], dynamic["segment"]) == ("dynamic", 1, 8)
+    assert dynamic["bpc"] == dynamic["dynamic_bpc"] != dynamic["static_bpc"]
+    one_stream = evaluate(run, streams=1, segment=8)  # the static score of the same layout
+    assert dynamic["static_bpc"] == pytest.approx(one_stream["bpc"], rel=1e-5)
+    assert RunDir(run).best_model.read_bytes() == model_bytes  # nothing written
 
 
 def test_unknown_characters_are_counted(run: Path, tmp_path: Path) -> None:
@@ -66,6 +94,7 @@ def test_val_split_equals_the_same_text_from_a_file(run: Path, tmp_path: Path) -
     from_val = evaluate(run)
     from_file = evaluate(run, write(tmp_path / "val.txt", tokenizer.decode(ids)))
     assert from_val["tokens"] == len(ids) - 1 == from_file["tokens"]
+    assert from_val["streams"] == from_file["streams"] > 1
     assert from_val["bpc"] == pytest.approx(from_file["bpc"], rel=1e-5)
     assert from_val["source"].startswith("val split")
 
@@ -80,7 +109,7 @@ def test_cli_prints_one_json_object(run: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     (line,) = proc.stdout.splitlines()
     result = json.loads(line)
-    assert {"bpc", "nats_per_char", "tokens", "chars", "unknown_chars"} <= set(result)
+    assert {"bpc", "nats_per_char", "tokens", "chars", "unknown_chars", "method"} <= set(result)
     assert result["tokens"] == 8
 
 
@@ -88,6 +117,10 @@ def test_cli_in_process_on_the_val_split(run: Path, capsys) -> None:
     assert main([str(run)]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["bpc"] > 0 and result["checkpoint"] == "best"
+    assert main([str(run), "--dynamic", "--dynamic-lr", "0.01", "--segment", "8"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["method"], result["dynamic_lr"], result["segment"]) == ("dynamic", 0.01, 8)
+    assert {"static_bpc", "dynamic_bpc", "seconds", "static_seconds"} <= set(result)
 
 
 def cli_error(argv: list[str], capsys) -> str:
@@ -113,6 +146,16 @@ def test_bad_inputs(run: Path, tmp_path: Path, capsys) -> None:
     assert "unknown checkpoint" in cli_error([str(run), "--checkpoint", "worst"], capsys)
     assert "too short" in cli_error([str(run), "--text", str(write(tmp_path / "1", "a"))], capsys)
     assert "--batch-size" in cli_error([str(run), "--batch-size", "0"], capsys)
+    for flags, message in [
+        (["--dynamic", "--dynamic-lr", "0"], "--dynamic-lr must be > 0, got 0.0 (--dynamic-lr)"),
+        (["--dynamic", "--dynamic-decay", "1"], "--dynamic-decay must be in [0, 1)"),
+        (["--segment", "0"], "--segment must be >= 1, got 0 (--segment)"),
+        (["--dynamic", "--streams", "0"], "--streams must be >= 1"),
+        (["--windowed", "--dynamic"], "--windowed and --dynamic exclude each other"),
+        (["--windowed", "--segment", "8"], "--segment does not apply to --windowed"),
+        (["--dynamic-lr", "0.001"], "needs --dynamic (--dynamic-lr)"),
+    ]:
+        assert message in cli_error([str(run), *flags], capsys)
     empty = remove_checkpoints(make_run(tmp_path / "untrained", "abab\n", steps=1))
     assert "no checkpoint yet" in cli_error([str(empty)], capsys)
     with pytest.raises(TextgenError, match="not UTF-8"):

@@ -94,6 +94,31 @@ def test_xla_greedy_text_equals_the_graph_loops(run: Path, generator, capsys) ->
     assert capsys.readouterr().out == "ab" + expected + "\n"
 
 
+def test_adapt_primes_in_memory_only(run: Path, tmp_path: Path, capsys) -> None:
+    model_bytes = (run / "model.keras").read_bytes()
+    style = tmp_path / "style.txt"
+    style.write_text("zyxé東😀dcba\n" * 20, encoding="utf-8")
+    assert main([str(run), "--adapt", str(style), "--length", "12"]) == 0
+    assert capsys.readouterr().out.startswith("abc")
+    assert (run / "model.keras").read_bytes() == model_bytes
+
+
+def test_adapt_file_errors_are_one_line(run: Path, tmp_path: Path, capsys) -> None:
+    latin1, unknown = tmp_path / "latin1.txt", tmp_path / "unknown.txt"
+    latin1.write_bytes("caf\xe9".encode("latin-1"))
+    unknown.write_text("abcQabcW", encoding="utf-8")
+    for path, message in [
+        (tmp_path / "missing.txt", "text file not found"),
+        (latin1, "not UTF-8 (invalid byte at offset 3)"),
+        (unknown, "characters outside the model's vocabulary: 'Q' (U+0051) 'W' (U+0057)"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.run(main, [str(run), "--adapt", str(path)])
+        assert exit_info.value.code == 2
+        (line,) = capsys.readouterr().err.splitlines()
+        assert line == f"textgen: error: {message} ({path})"
+
+
 def test_latest_checkpoint(run: Path, capsys) -> None:
     main([str(run), "--checkpoint", "latest"])
     assert capsys.readouterr().out == "abc" + pattern_after("c", 25) + "\n"
@@ -146,7 +171,7 @@ from textgen import sample
 from textgen.errors import TextgenError
 for argv in ([{str(run)!r}, "--length", "0"], [{str(tmp_path / "nope")!r}],
              [{str(run)!r}, "--checkpoint", "x"], [{str(run)!r}, "--prompt", "Q"],
-             [{str(run)!r}, "--top-p", "2"]):
+             [{str(run)!r}, "--top-p", "2"], [{str(run)!r}, "--adapt", "/nonexistent"]):
     try:
         sample.main(argv)
     except TextgenError:

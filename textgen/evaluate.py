@@ -1,27 +1,42 @@
-"""`python -m textgen.evaluate RUN_DIR [--text FILE] [--checkpoint NAME]`: bits per character.
+"""`python -m textgen.evaluate RUN_DIR [--text FILE] [--windowed | --dynamic]`: bits per character.
 
 Scores the run's model on its val split (read from the index dir of the run's config) or on any
-UTF-8 file encoded with the run's tokenizer. Every token after the first is predicted once, with
-up to `windows.maxlen` tokens of context (`scoring.Scorer.score_all`). Prints one JSON object:
-`bpc`, `nats_per_char`, `nats_per_token`, `tokens` (predicted), `chars` (characters they cover),
-`unknown_chars` (tokens of the text outside the vocabulary: the unknown id), `source`,
-`checkpoint`.
+UTF-8 file encoded with the run's tokenizer. Every token after the first is predicted once, by one
+of three methods (`scoring.py`, `dynamic.py`):
+
+- `streamed` (default): S contiguous streams (64 at most), the LSTM state carried through each,
+  so a token has all the text before it in its stream as context, as when sampling;
+- `windowed` (`--windowed`): zero-state windows of `windows.maxlen` tokens (1 to maxlen tokens
+  of context), the pre-streams figure;
+- `dynamic` (`--dynamic`): streamed (one stream by default) while the weights take a gradient
+  step after each segment (Krause et al. 2018); reports the static streamed score of the same
+  layout too. The run's files are never written.
+
+Prints one JSON object: `bpc`, `nats_per_char`, `nats_per_token`, `tokens` (predicted), `chars`
+(characters they cover), `unknown_chars` (tokens of the text outside the vocabulary: the unknown
+id), `source`, `checkpoint`, `method`, `seconds` (scoring time); streamed and dynamic add `streams`
+and `segment`; dynamic adds `static_bpc`, `dynamic_bpc` (= `bpc`), `dynamic_lr`, `dynamic_decay`
+and `static_seconds`.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from textgen import cli
+from textgen.dynamic import DynamicSettings
 from textgen.errors import TextgenError
 from textgen.tokenizers import UNKNOWN_ID, same_vocabulary
 
 _COUNT_BLOCK = 1 << 20  # ids per read when counting unknown ids in a split
+STREAMS = 64  # most streams of a streamed score
+METHODS = ("streamed", "windowed", "dynamic")
 
 
 def evaluate(
@@ -30,6 +45,10 @@ def evaluate(
     *,
     checkpoint: str = "best",
     batch_size: int = 64,
+    method: Literal["streamed", "windowed", "dynamic"] = "streamed",
+    streams: int | None = None,
+    segment: int | None = None,
+    dynamic: DynamicSettings | None = None,
 ) -> dict[str, Any]:
     """Scores a run on its val split, or on `text_file`.
 
@@ -37,45 +56,115 @@ def evaluate(
         run_dir: The run dir.
         text_file: A UTF-8 text file; None scores the val split of the run's index.
         checkpoint: `best`, `latest` or a checkpoint path prefix.
-        batch_size: Windows per forward pass.
+        batch_size: Windows per forward pass (windowed).
+        method: `streamed`, `windowed` or `dynamic` (see the module).
+        streams: Most streams (streamed: 64; dynamic: `dynamic.streams`).
+        segment: Tokens per stream per call (streamed: `windows.maxlen`; dynamic: tokens
+            between updates, `dynamic.segment`).
+        dynamic: The dynamic-evaluation settings (default `DynamicSettings()`).
 
     Returns:
         A dict with bpc, nats_per_char, nats_per_token, tokens, chars, unknown_chars, source,
-        checkpoint.
+        checkpoint, method, seconds, and per method the keys the module lists.
 
     Raises:
         TextgenError: a missing run, checkpoint, index or file; a file that is not UTF-8; a
-            text too short to score; an index whose tokenizer is not the run's.
+            text too short to score; an index whose tokenizer is not the run's; bad settings.
     """
     from textgen.rundir import RunDir
 
+    if method not in METHODS:
+        raise TextgenError(f"method must be one of {', '.join(METHODS)}, got {method!r}", "method")
+    settings = _dynamic_settings(dynamic, streams, segment) if method == "dynamic" else None
     run = RunDir(run_dir)
     run.resolve_checkpoint(checkpoint)  # a missing run or checkpoint is said before TensorFlow
     cfg, tokenizer = run.load_config(), run.load_tokenizer()
     text = read_utf8(text_file) if text_file is not None else None
-
-    from textgen.scoring import ArrayTokens, Scorer
-
-    model = run.load_model(checkpoint)
     if text is not None:
         ids = np.asarray(tokenizer.encode(text), dtype=np.int32)  # (tokens,)
-        tokens, unknown, source = ArrayTokens(ids), int((ids == UNKNOWN_ID).sum()), str(text_file)
+        tokens, unknown, source = ids, int((ids == UNKNOWN_ID).sum()), str(text_file)
     else:
         tokens, source = _val_tokens(cfg, tokenizer)
         unknown = _count_unknown(tokens)
     if len(tokens) < 2:
         raise TextgenError("too short to score: it needs at least 2 tokens", source)
-    scorer = Scorer(model, tokenizer.token_char_lengths(), cfg.windows.maxlen, batch_size)
-    score = scorer.score_all(tokens)
+
+    from textgen.scoring import ArrayTokens
+
+    tokens = ArrayTokens(tokens) if text is not None else tokens
+    model = run.load_model(checkpoint)
+    lengths = tokenizer.token_char_lengths()
+    if settings is not None:
+        result = _score_dynamic(model, lengths, tokens, cfg.windows.maxlen, settings)
+    else:
+        result = _score_static(
+            model, lengths, tokens, cfg.windows.maxlen, method=method, batch_size=batch_size,
+            streams=streams or STREAMS, segment=segment,
+        )  # fmt: skip
+    return {**result, "unknown_chars": unknown, "source": source, "checkpoint": checkpoint}
+
+
+def _dynamic_settings(
+    dynamic: DynamicSettings | None, streams: int | None, segment: int | None
+) -> DynamicSettings:
+    """The dynamic settings with `streams` and `segment` put in where given; checked."""
+    import dataclasses
+
+    settings = dynamic or DynamicSettings()
+    changes = {"streams": streams, "segment": segment}
+    settings = dataclasses.replace(settings, **{k: v for k, v in changes.items() if v is not None})
+    settings.check()
+    return settings
+
+
+def _figures(score) -> dict[str, Any]:
     return {
         "bpc": score.bpc,
         "nats_per_char": score.nats_per_char,
         "nats_per_token": score.nats_per_token,
         "tokens": score.tokens,
         "chars": round(score.chars),
-        "unknown_chars": unknown,
-        "source": source,
-        "checkpoint": checkpoint,
+        "method": score.method,
+    }
+
+
+def _score_static(model, lengths, tokens, maxlen: int, *, method: str, batch_size: int,
+                  streams: int, segment: int | None) -> dict[str, Any]:  # fmt: skip
+    """A streamed or windowed score, timed."""
+    from textgen.scoring import Scorer
+
+    scorer = Scorer(model, lengths, maxlen, batch_size, segment=segment)
+    started = time.monotonic()
+    if method == "windowed":
+        score = scorer.score_all(tokens)
+        return {**_figures(score), "seconds": round(time.monotonic() - started, 2)}
+    score = scorer.score_streams(tokens, streams=streams)
+    return {**_figures(score), "streams": score.streams, "segment": scorer.segment,
+            "seconds": round(time.monotonic() - started, 2)}  # fmt: skip
+
+
+def _score_dynamic(model, lengths, tokens, maxlen: int, settings: DynamicSettings):
+    """The static streamed score of the layout, then the dynamic one, timed."""
+    from textgen.dynamic import DynamicEvaluator
+    from textgen.scoring import Scorer
+
+    scorer = Scorer(model, lengths, maxlen, segment=settings.segment)
+    started = time.monotonic()
+    static = scorer.score_streams(tokens, streams=settings.streams)
+    static_seconds = time.monotonic() - started
+    evaluator = DynamicEvaluator(model, lengths, settings)
+    started = time.monotonic()
+    score = evaluator.score(tokens)
+    return {
+        **_figures(score),
+        "streams": score.streams,
+        "segment": settings.segment,
+        "static_bpc": static.bpc,
+        "dynamic_bpc": score.bpc,
+        "dynamic_lr": settings.lr,
+        "dynamic_decay": settings.decay,
+        "seconds": round(time.monotonic() - started, 2),
+        "static_seconds": round(static_seconds, 2),
     }
 
 
@@ -124,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Evaluates a run; prints one JSON object."""
     parser = cli.ArgumentParser(
         prog="textgen.evaluate",
-        usage="textgen.evaluate RUN_DIR [--text FILE] [--checkpoint NAME] [--batch-size N]",
+        usage="textgen.evaluate RUN_DIR [--text FILE] [--windowed | --dynamic] [options]",
         description="Bits per character of a run on held-out text.",
     )
     parser.add_argument("run_dir", help="the run dir (train.out_dir)")
@@ -132,16 +221,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--checkpoint", default="best", help="best, latest or RUN/checkpoints/ckpt-N"
     )
+    parser.add_argument("--windowed", action="store_true", help="zero-state windows of maxlen")
+    parser.add_argument("--dynamic", action="store_true", help="adapt the weights as it reads")
+    parser.add_argument(
+        "--dynamic-lr", type=float, help=f"step size (default {DynamicSettings.lr})"
+    )
+    parser.add_argument(
+        "--dynamic-decay", type=float, help=f"pull to the trained weights ({DynamicSettings.decay})"
+    )
+    parser.add_argument("--streams", type=int, help=f"most streams (default {STREAMS}; dynamic 1)")
+    parser.add_argument("--segment", type=int, help="tokens per stream per call (or per update)")
     parser.add_argument("--batch-size", type=int, default=64, help="windows per forward pass")
     args = parser.parse_args(argv)
-    if args.batch_size < 1:
-        raise TextgenError(f"--batch-size must be >= 1, got {args.batch_size}", "--batch-size")
+    method, kwargs = _method_of(args)
     cli.quiet_tensorflow()
     result = evaluate(
-        args.run_dir, args.text, checkpoint=args.checkpoint, batch_size=args.batch_size
-    )
+        args.run_dir, args.text, checkpoint=args.checkpoint, batch_size=args.batch_size,
+        method=method, streams=args.streams, segment=args.segment, **kwargs,
+    )  # fmt: skip
     print(json.dumps(result))
     return 0
+
+
+def _method_of(args) -> tuple[str, dict[str, Any]]:
+    """The method the flags ask for, and its settings; bad combinations are errors."""
+    if args.batch_size < 1:
+        raise TextgenError(f"--batch-size must be >= 1, got {args.batch_size}", "--batch-size")
+    for flag in ("streams", "segment"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise TextgenError(f"--{flag} must be >= 1, got {value}", f"--{flag}")
+        if value is not None and args.windowed:
+            raise TextgenError(f"--{flag} does not apply to --windowed", f"--{flag}")
+    if args.windowed and args.dynamic:
+        raise TextgenError("--windowed and --dynamic exclude each other", "--dynamic")
+    given = {k: getattr(args, f"dynamic_{k}") for k in ("lr", "decay")}
+    given = {k: v for k, v in given.items() if v is not None}
+    if given and not args.dynamic:
+        raise TextgenError("needs --dynamic", f"--dynamic-{next(iter(given))}")
+    if not args.dynamic:
+        return ("windowed" if args.windowed else "streamed"), {}
+    settings = DynamicSettings(**given)
+    settings.check()
+    return "dynamic", {"dynamic": settings}
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 Streams one sample to stdout as it is generated (several samples are printed when done, each
 after a `--- sample i ---` line). Output is UTF-8 whatever the terminal's encoding. Options not
 given come from the run's `sample` config section; the same `--seed` gives the same text.
+`--adapt FILE` first adapts the weights (in memory) to a text with dynamic evaluation's updates
+(`textgen.dynamic`), to prime a style; the run's files are not changed.
 """
 
 from __future__ import annotations
@@ -37,6 +39,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="feed prompt characters outside the vocabulary as unknown (with a warning)",
     )
+    parser.add_argument(
+        "--adapt",
+        metavar="FILE",
+        help="adapt the weights to this UTF-8 text before sampling (style priming; dynamic "
+        "evaluation's updates, in memory: the run's files are not changed)",
+    )
     parser.add_argument("--no-prompt-echo", action="store_true", help="print only new text")
     parser.add_argument(
         "--xla",
@@ -60,14 +68,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     prompt = args.prompt if args.prompt is not None else defaults.prompt
     if not args.allow_unknown:
         encode_prompt(run.load_tokenizer(), prompt)  # raises on unknown chars
+    adapt_ids = _adapt_ids(run, args.adapt) if args.adapt is not None else None
 
     cli.quiet_tensorflow()
     generator = Generator.from_run(run, args.checkpoint, jit_compile=args.xla)
+    if adapt_ids is not None:
+        from textgen.dynamic import adapt_generator
+
+        adapt_generator(generator, adapt_ids)
     out = _utf8_stdout()
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
         _write(out, generator, prompt, args, options)
     return 0
+
+
+def _adapt_ids(run, path: str):
+    """The ids of the `--adapt` text; a missing or non-UTF-8 file or unknown chars are errors."""
+    from textgen.dynamic import encode_text
+    from textgen.evaluate import read_utf8
+
+    return encode_text(run.load_tokenizer(), read_utf8(path), path)
 
 
 def _write(out, generator, prompt: str, args, options: dict) -> None:

@@ -36,7 +36,6 @@ from textgen.progress import format_duration
 from textgen.rundir import RunDir
 from textgen.scoring import Scorer
 from textgen.session import TrainSession
-from textgen.windows import eval_starts
 
 EventHandler = Callable[..., None]
 
@@ -294,13 +293,10 @@ class _Loop:
         return max(1, min(limits))
 
     def _evaluate(self, counters: TrainCounters, loss: float, *, final: bool) -> dict[str, Any]:
-        """Scores val (a bounded sample, or all of it when final); tracks the best model."""
+        """Scores val as streams (a bounded sample, or all of it when final); tracks the best."""
         val, started = self.data.index.val, time.monotonic()
-        if final:
-            score = self.scorer.score_all(val)
-        else:
-            starts = eval_starts(len(val), self.cfg.windows.maxlen, self.cfg.train.eval_windows)
-            score = self.scorer.score_windows(val, starts)
+        limit = None if final else self.cfg.train.eval_windows * self.cfg.windows.maxlen
+        score = self.scorer.score_streams(val, limit_tokens=limit)
         if self.budget and not final:
             self.budget.observe_eval(time.monotonic() - started)
         record = {
@@ -316,6 +312,7 @@ class _Loop:
             "rss_mb": round(rss_mb(), 1),
             "elapsed_s": round(self.spent_before + self.clock.elapsed(), 2),
             "final": final,
+            "method": score.method,
         }
         improved = score.nats_per_token < counters.best_val_loss
         if improved:

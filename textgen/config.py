@@ -198,10 +198,12 @@ def _read_yaml(path: str | Path) -> Any:
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.MarkedYAMLError as e:
-        line = e.problem_mark.line + 1 if e.problem_mark else "?"
-        raise ConfigError(f"YAML syntax error: {e.problem}", f"{path}, line {line}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot parse YAML: {e}", str(path)) from None
+        mark = e.problem_mark or e.context_mark
+        at = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = " ".join(str(e.problem or e.context or "invalid YAML").split())
+        raise ConfigError(f"YAML syntax error: {problem}", f"{path}{at}") from None
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as e:
+        raise ConfigError(f"cannot parse YAML: {' '.join(str(e).split())}", str(path)) from None
     return {} if data is None else data
 
 
@@ -296,3 +298,74 @@ def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
             raise ConfigError(f"{key} must be a string, got {value!r}", where)
         return value
     raise TypeError(f"unsupported config annotation {hint!r} for {key}")  # a bug, not user input
+
+
+_FLOAT_BYTES = 4
+_PARAMETER_COPIES = 4  # weights, gradients and Adam's two moments, float32 each
+
+
+def training_memory_bytes(cfg: Config, vocab_size: int) -> dict[str, int]:
+    """A lower bound of the memory training needs, by the key that drives each part.
+
+    Parameters x 4 bytes x 4 copies (weights, gradients, Adam's moments), and the activations
+    kept for the backward pass (gates and states per time step and layer, logits and their
+    gradient), in bytes.
+
+    Args:
+        cfg: The config.
+        vocab_size: Tokens in the vocabulary (a lower bound is fine before indexing).
+
+    Returns:
+        Bytes per key: `model.units` (LSTM and output layer), `model.layers` (the LSTM layers
+        after the first), `model.embedding_dim` (embedding and first LSTM input) and
+        `train.batch_size` (activations).
+    """
+    m, copies = cfg.model, _PARAMETER_COPIES * _FLOAT_BYTES
+    one_layer = 4 * m.units * (m.units + 1)  # recurrent kernel and bias
+    embedding = vocab_size * m.embedding_dim + 4 * m.units * m.embedding_dim
+    later_layers = (m.layers - 1) * (one_layer + 4 * m.units * m.units)
+    output = m.units * vocab_size + vocab_size
+    per_position = m.layers * 8 * m.units + 3 * vocab_size
+    activations = cfg.train.batch_size * cfg.windows.maxlen * per_position * _FLOAT_BYTES
+    return {
+        "model.units": (one_layer + output) * copies,
+        "model.layers": later_layers * copies,
+        "model.embedding_dim": embedding * copies,
+        "train.batch_size": activations,
+    }
+
+
+def check_fits_in_memory(
+    cfg: Config, vocab_size: int | None = None, *, available_bytes: int | None = None
+) -> None:
+    """Refuses a model whose training cannot fit in the available memory, before building it.
+
+    Args:
+        cfg: The config.
+        vocab_size: The vocabulary; None uses a lower bound (sentencepiece's size, or 1).
+        available_bytes: Memory available; None reads it (MemAvailable, cgroup limit).
+
+    Raises:
+        ConfigError: naming the key that drives the estimate, the estimate and what is free.
+    """
+    from textgen.memory import available_memory_bytes
+
+    if available_bytes is None:
+        available_bytes = available_memory_bytes()
+    if available_bytes is None:
+        return  # not Linux: nothing to compare with
+    if vocab_size is None:
+        vocab_size = cfg.data.sp_vocab_size if cfg.data.tokenizer == "sentencepiece" else 1
+    parts = training_memory_bytes(cfg, vocab_size)
+    total = sum(parts.values())
+    if total <= available_bytes:
+        return
+    key = max(parts, key=parts.__getitem__)
+    section, _, name = key.partition(".")
+    value = getattr(getattr(cfg, section), name)
+    raise ConfigError(
+        f"training needs at least {total / 1e9:,.1f} GB ({key}={value:,} alone: "
+        f"{parts[key] / 1e9:,.1f} GB of weights, gradients, optimizer state or activations), "
+        f"more than the {available_bytes / 1e9:,.1f} GB of memory available; lower {key}",
+        key,
+    )

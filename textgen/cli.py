@@ -59,7 +59,11 @@ def quiet_tensorflow() -> None:
     # 3: TensorFlow's C++ errors too (e.g. oneDNN's int32 notice); failures still raise in Python.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with native_stderr_silenced():
-        import tensorflow  # noqa: F401
+        import tensorflow as tf
+
+        # Device discovery logs "failed call to cuInit" on hosts without a GPU; it does not
+        # start the runtime, so multi-worker strategies can still be made afterwards.
+        tf.config.list_physical_devices()
 
 
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:

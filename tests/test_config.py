@@ -281,3 +281,40 @@ def test_tiny_config_is_small():
     cfg = load_config(Path(path))
     assert cfg.windows.maxlen <= 64
     assert cfg.model.units <= 64
+
+
+# --- memory estimate --------------------------------------------------------------------------
+
+GIB = 1 << 30
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [[], ["model.units=512"], ["model.layers=3"], ["model.units=512", "model.layers=3"]],
+)
+@pytest.mark.parametrize("config", ["base.yaml", "tiny.yaml"])
+def test_normal_configs_fit_a_24_gib_machine(config, overrides):
+    from textgen.config import check_fits_in_memory
+
+    cfg = load_config(REPO_ROOT / "configs" / config, overrides)
+    check_fits_in_memory(cfg, 200, available_bytes=24 * GIB)  # no error
+    check_fits_in_memory(cfg, available_bytes=24 * GIB)  # before indexing: a lower bound
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("model.units=100000000", "model.units"),
+        ("model.layers=1000000", "model.layers"),
+        ("model.embedding_dim=100000000", "model.embedding_dim"),
+        ("train.batch_size=10000000", "train.batch_size"),
+    ],
+)
+def test_a_model_that_cannot_fit_is_refused_naming_the_key(override, key):
+    from textgen.config import check_fits_in_memory
+
+    cfg = load_config(REPO_ROOT / "configs" / "base.yaml", [override])
+    with pytest.raises(ConfigError) as e:
+        check_fits_in_memory(cfg, 100, available_bytes=24 * GIB)
+    assert e.value.where == key
+    assert f"lower {key}" in e.value.what and "GB" in e.value.what

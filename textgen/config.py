@@ -302,37 +302,28 @@ def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
 
 _FLOAT_BYTES = 4
 _PARAMETER_COPIES = 4  # weights, gradients and Adam's two moments, float32 each
+_SIZE_KEYS = ("model.units", "model.layers", "model.embedding_dim", "train.batch_size",
+              "windows.maxlen")  # fmt: skip
 
 
-def training_memory_bytes(cfg: Config, vocab_size: int) -> dict[str, int]:
-    """A lower bound of the memory training needs, by the key that drives each part.
+def training_memory_bytes(cfg: Config, vocab_size: int) -> int:
+    """A lower bound of the memory training needs, in bytes.
 
-    Parameters x 4 bytes x 4 copies (weights, gradients, Adam's moments), and the activations
-    kept for the backward pass (gates and states per time step and layer, logits and their
-    gradient), in bytes.
+    Parameters x 4 bytes x 4 copies (weights, gradients, Adam's two moments), plus the
+    activations kept for the backward pass (gates and states per time step and layer; logits,
+    probabilities and their gradient per position).
 
     Args:
         cfg: The config.
         vocab_size: Tokens in the vocabulary (a lower bound is fine before indexing).
-
-    Returns:
-        Bytes per key: `model.units` (LSTM and output layer), `model.layers` (the LSTM layers
-        after the first), `model.embedding_dim` (embedding and first LSTM input) and
-        `train.batch_size` (activations).
     """
-    m, copies = cfg.model, _PARAMETER_COPIES * _FLOAT_BYTES
-    one_layer = 4 * m.units * (m.units + 1)  # recurrent kernel and bias
-    embedding = vocab_size * m.embedding_dim + 4 * m.units * m.embedding_dim
-    later_layers = (m.layers - 1) * (one_layer + 4 * m.units * m.units)
-    output = m.units * vocab_size + vocab_size
+    m = cfg.model
+    lstm = 4 * m.units * (m.embedding_dim + m.units + 1)
+    lstm += (m.layers - 1) * 4 * m.units * (2 * m.units + 1)
+    params = vocab_size * m.embedding_dim + lstm + (m.units + 1) * vocab_size
     per_position = m.layers * 8 * m.units + 3 * vocab_size
-    activations = cfg.train.batch_size * cfg.windows.maxlen * per_position * _FLOAT_BYTES
-    return {
-        "model.units": (one_layer + output) * copies,
-        "model.layers": later_layers * copies,
-        "model.embedding_dim": embedding * copies,
-        "train.batch_size": activations,
-    }
+    activations = cfg.train.batch_size * cfg.windows.maxlen * per_position
+    return (params * _PARAMETER_COPIES + activations) * _FLOAT_BYTES
 
 
 def check_fits_in_memory(
@@ -346,7 +337,8 @@ def check_fits_in_memory(
         available_bytes: Memory available; None reads it (MemAvailable, cgroup limit).
 
     Raises:
-        ConfigError: naming the key that drives the estimate, the estimate and what is free.
+        ConfigError: naming the key whose default would save the most, the estimate and what
+            is available.
     """
     from textgen.memory import available_memory_bytes
 
@@ -356,16 +348,25 @@ def check_fits_in_memory(
         return  # not Linux: nothing to compare with
     if vocab_size is None:
         vocab_size = cfg.data.sp_vocab_size if cfg.data.tokenizer == "sentencepiece" else 1
-    parts = training_memory_bytes(cfg, vocab_size)
-    total = sum(parts.values())
+    total = training_memory_bytes(cfg, vocab_size)
     if total <= available_bytes:
         return
-    key = max(parts, key=parts.__getitem__)
+    key = min(_SIZE_KEYS, key=lambda k: training_memory_bytes(_with_default(cfg, k), vocab_size))
     section, _, name = key.partition(".")
     value = getattr(getattr(cfg, section), name)
     raise ConfigError(
-        f"training needs at least {total / 1e9:,.1f} GB ({key}={value:,} alone: "
-        f"{parts[key] / 1e9:,.1f} GB of weights, gradients, optimizer state or activations), "
-        f"more than the {available_bytes / 1e9:,.1f} GB of memory available; lower {key}",
+        f"training would need at least {total / 1e9:,.1f} GB (weights, gradients, optimizer "
+        f"state and activations with {key}={value:,}), more than the "
+        f"{available_bytes / 1e9:,.1f} GB of memory available; lower {key}",
         key,
     )
+
+
+def _with_default(cfg: Config, key: str) -> Config:
+    """cfg with `key` at its default if that is smaller (the estimate's culprit is the rest)."""
+    section, _, name = key.partition(".")
+    values = getattr(cfg, section)
+    default = getattr(type(values)(), name)
+    if getattr(values, name) <= default:
+        return cfg
+    return cfg.replace(**{section: dataclasses.replace(values, **{name: default})})

@@ -28,7 +28,13 @@ import numpy as np
 from textgen.config import DataConfig
 from textgen.dirlock import index_dir_lock
 from textgen.errors import TextgenError
-from textgen.filewrite import is_no_space, remove_files, writing
+from textgen.filewrite import writing
+from textgen.indexdir import (
+    check_index_dir,
+    make_temp_dir,
+    remove_stale_temp_dirs,
+    replace_dir,
+)
 from textgen.memory import pin_mmap_threshold
 from textgen.npywriter import HEADER_BYTES, BackgroundWriter, npy_header, split_tail
 from textgen.sources import (
@@ -101,15 +107,15 @@ def index_corpus(
     sources = [s for s in find_sources(data_cfg.path) if not _is_inside(s.path, index_dir)]
     if not sources:
         raise TextgenError("no text files outside data.index_dir", data_cfg.path)
-    _check_index_dir(index_dir)
+    check_index_dir(index_dir)
     if not force:
         with index_dir_lock(index_dir).acquire(shared=True, wait=True, on_wait=on_wait):
-            _remove_stale_temp_dirs(index_dir)  # no build runs while a shared lock is held
+            remove_stale_temp_dirs(index_dir)  # no build runs while a shared lock is held
             current = _open_if_current(index_dir, sources, data_cfg, min_split_tokens)
         if current is not None:
             return current, False
     with index_dir_lock(index_dir).acquire(wait=True, on_wait=on_wait):
-        _remove_stale_temp_dirs(index_dir)
+        remove_stale_temp_dirs(index_dir)
         current = None if force else _open_if_current(index_dir, sources, data_cfg,
                                                       min_split_tokens)  # fmt: skip
         if current is not None:
@@ -138,24 +144,17 @@ def _build_in_place(
     accept: IndexCheck | None,
 ) -> None:
     """Builds into a temp dir, checks it, then renames it over the old index (under the lock)."""
-    tmp = _make_temp_dir(index_dir)
+    tmp = make_temp_dir(index_dir)
     try:
         with writing("the index", index_dir):
             meta = _build(data_cfg, sources, tmp, progress)
         _check_split_sizes(meta["counts"], min_split_tokens, data_cfg.path)
         if accept is not None:
             accept(load_index(tmp))
-        _replace_dir(tmp, index_dir)
+        replace_dir(tmp, index_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def _remove_stale_temp_dirs(index_dir: Path) -> None:
-    """Removes temp and old dirs that killed builds left: none is in use while the lock is held."""
-    if index_dir.parent.is_dir():
-        remove_files([*index_dir.parent.glob(f".{index_dir.name}.tmp-*"),
-                      *index_dir.parent.glob(f".{index_dir.name}.old-*")])  # fmt: skip
 
 
 def load_index(directory: str | Path) -> Index:
@@ -240,51 +239,6 @@ def _check_split_sizes(counts: dict[str, int], min_tokens: int, where: str | Pat
                 "or a smaller windows.maxlen",
                 str(where),
             )
-
-
-def _check_index_dir(index_dir: Path) -> None:
-    """Creates the index dir's parent (where its lock lives); refuses a file in the way."""
-    try:
-        index_dir.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise _write_error(e, index_dir) from None
-    if index_dir.exists() and not index_dir.is_dir():
-        raise TextgenError("index_dir exists and is not a directory", str(index_dir))
-
-
-def _write_error(error: OSError, index_dir: Path) -> TextgenError:
-    if is_no_space(error, index_dir):
-        return TextgenError("no space left on device while writing the index", str(index_dir))
-    return TextgenError(f"cannot write the index dir: {error.strerror or error}", str(index_dir))
-
-
-def _make_temp_dir(index_dir: Path) -> Path:
-    try:
-        if (
-            index_dir.is_dir()
-            and not (index_dir / "meta.json").is_file()
-            and any(index_dir.iterdir())
-        ):
-            # Replacing it would delete the user's files (e.g. data.index_dir=data).
-            raise TextgenError(
-                "index_dir is a non-empty directory that holds no index; refusing to replace it",
-                str(index_dir),
-            )
-        tmp = index_dir.parent / f".{index_dir.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        return tmp
-    except OSError as e:
-        raise _write_error(e, index_dir) from None
-
-
-def _replace_dir(tmp: Path, target: Path) -> None:
-    """Renames tmp to target, replacing an old index only after the new one is complete."""
-    old = target.parent / f".{target.name}.old-{os.getpid()}"
-    if target.exists():
-        target.rename(old)
-    tmp.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _build(

@@ -224,6 +224,35 @@ def disk_full(drill: Drill) -> dict:
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+def summary(result: dict) -> dict:
+    """Faults tried and faults survived with nothing lost, over every part of the drill."""
+    kills, damaged = result["kill_9"], result["damaged_checkpoints"]
+    survived = [  # all damaged: refused in one line, nothing touched
+        r["final_weights_equal"] or (r["one_line_error"] and r["checkpoints_untouched"])
+        for r in damaged.values()
+    ]
+    concurrent, disk = result["two_trainings_at_once"], result["disk_full"]
+    concurrent_ok = concurrent["exits"] == [0, 2] and concurrent["final_weights_equal"]
+    disk_ok = disk.get("one_line", False) and not disk.get("leftover_temp_files")
+    parts = [
+        (kills["kills"], kills["kills"] if kills["final_weights_equal"] else 0),
+        (len(survived), sum(survived)),
+        (1, int(concurrent_ok)),
+        (int("skipped" not in disk), int(disk_ok)),
+    ]
+    valid = [
+        kills["metrics_valid_after_every_trial"],
+        concurrent["metrics_valid"],
+        disk.get("metrics_valid", True),
+        *(r["metrics_valid"] for r in damaged.values()),
+    ]
+    return {
+        "faults": sum(tried for tried, _ in parts),
+        "survived_with_nothing_lost": sum(ok for _, ok in parts),
+        "metrics_valid_everywhere": all(valid),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=20, help="kill -9 trials (default 20)")
@@ -243,6 +272,7 @@ def main() -> int:
             "two_trainings_at_once": concurrent_trainings(drill, reference),
             "disk_full": disk_full(drill),
         }
+        result["summary"] = summary(result)
         result["processes"] = drill.processes
         result["tracebacks"] = drill.tracebacks
         result["seconds"] = round(time.monotonic() - start, 1)

@@ -212,15 +212,21 @@ class TrainCheckpoint:
         return prefix
 
     def _sweep(self, newest: int) -> None:
-        """Keeps the newest `max_to_keep` good checkpoints; removes older and damaged ones."""
+        """Keeps the newest `max_to_keep` good checkpoints; removes older and broken ones.
+
+        Broken: did not restore, or has no `.index` (a write or a removal that was killed).
+        Nothing newer than `newest` is touched.
+        """
         on_disk = _numbers_on_disk(self.directory)
-        good = sorted((n for n in on_disk if n <= newest and n not in self._damaged), reverse=True)
+        indexed = {n for n in on_disk if (self.directory / f"ckpt-{n}.index").is_file()}
+        good = sorted((n for n in indexed - self._damaged if n <= newest), reverse=True)
         kept = good[: self.max_to_keep]
         # TensorFlow's CheckpointState text proto, for tf.train.latest_checkpoint and friends.
         state = [f'model_checkpoint_path: "ckpt-{newest}"']
         state += [f'all_model_checkpoint_paths: "ckpt-{n}"' for n in sorted(kept)]
         write_atomic(self.directory / "checkpoint", "\n".join(state) + "\n")
-        for number in good[self.max_to_keep :] + [n for n in self._damaged if n < newest]:
+        broken = {n for n in on_disk if n < newest and (n in self._damaged or n not in indexed)}
+        for number in sorted(set(good[self.max_to_keep :]) | broken):
             self._remove(str(self.directory / f"ckpt-{number}"))
             self._damaged.discard(number)
 

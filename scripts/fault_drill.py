@@ -2,13 +2,13 @@
 
     python scripts/fault_drill.py [--kills 20] [--workdir DIR]
 
-A short deterministic run (configs/tiny.yaml, 3 epochs of 20 steps, one step per call, an
+A short deterministic run (configs/tiny.yaml, 10 epochs of 20 steps, one step per call, an
 evaluation every 5 steps and a checkpoint every 10) is first trained once, uninterrupted: its
 final weights are the reference. Then, every fault followed by the same command again:
 
 - kill -9 at `--kills` moments spread over one run: after the first evaluation line at or past a
-  step that moves from 5 to 55 over the trials, at once (between the metrics append and the
-  checkpoint write, or during the write) or a random 0.05-0.5 s later (mid-step, mid-append),
+  step that moves from 5 to 180 over the trials, at once (between the metrics append and the
+  checkpoint write, or during the write) or a random 0.02-0.15 s later (mid-step, mid-append),
   each time restarting the same command; then the same command runs to its end;
 - damaged checkpoints (a missing `.index`, flipped `.data` bytes, garbage or binary in the
   `checkpoint` state file, every checkpoint damaged) on a copy of a run stopped at step 40;
@@ -39,6 +39,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 TINY = REPO / "configs" / "tiny.yaml"
 TEXT = "the quick brown fox jumps over the lazy dog.\n" * 400
+EPOCHS = 10  # of 20 steps (tiny.yaml): 200 steps, ~4 s of training on 2 cores
 WEIGHTS = re.compile(r"^stopped \(\w+\) at step (\d+).*; weights (\w+)$", re.MULTILINE)
 
 
@@ -52,10 +53,10 @@ class Drill:
         self.processes = 0
 
     def words(self, run: Path, *more: str) -> list[str]:
-        """The command-line words of the drill's run (deterministic, 60 steps in all)."""
+        """The command-line words of the drill's run (deterministic, 200 steps in all)."""
         return [str(TINY), f"data.path={self.workdir / 'corpus.txt'}",
                 f"data.index_dir={self.workdir / 'index'}", f"train.out_dir={run}",
-                "train.deterministic=true", "train.epochs=3", "train.steps_per_call=1",
+                "train.deterministic=true", f"train.epochs={EPOCHS}", "train.steps_per_call=1",
                 "train.eval_every=5", "sample.epoch_temperatures=[]", *more]  # fmt: skip
 
     def train(self, run: Path, *more: str, kill_at: int | None = None, delay: float = 0.0):
@@ -111,8 +112,8 @@ def kill_trials(drill: Drill, reference: str, kills: int, rng: random.Random) ->
     run = drill.workdir / "killed"
     moments, metrics_valid, resumed_from = [], True, []
     for i in range(kills):
-        step = 5 + round(50 * i / max(kills - 1, 1))  # 5 ... 55, spread over the trials
-        delay = 0.0 if i % 2 == 0 else round(rng.uniform(0.05, 0.5), 2)
+        step = 5 + round(175 * i / max(kills - 1, 1))  # 5 ... 180, spread over the trials
+        delay = 0.0 if i % 2 == 0 else round(rng.uniform(0.02, 0.15), 3)
         code, out, _, killed = drill.train(run, kill_at=step, delay=delay)
         found = re.search(r"resuming from \S+ckpt-(\d+)", out)
         resumed_from.append(int(found.group(1)) if found else 0)
@@ -201,7 +202,7 @@ def concurrent_trainings(drill: Drill, reference: str) -> dict:
 
 
 def disk_full(drill: Drill) -> dict:
-    """Training into a 3 MB tmpfs (the first 3.4 MB checkpoint does not fit), then more room."""
+    """Training into a 3 MB tmpfs: the first checkpoint (3.4 MB at 256 units) does not fit."""
     if os.geteuid() != 0:
         return {"skipped": "mounting a tmpfs needs root"}
     mount = drill.workdir / "disk"

@@ -146,12 +146,15 @@ class RunDir:
                 does not fit the model, or no checkpoint that restores.
         """
         path = self.resolve_checkpoint(checkpoint)
-
         if path == str(self.best_model):
             import keras
 
+            from textgen.lstm_kernel import LeanLSTM
+
             try:
-                model = keras.models.load_model(path, compile=False)
+                model = keras.models.load_model(
+                    path, compile=False, custom_objects={"textgen>LeanLSTM": LeanLSTM}
+                )
             except Exception as e:  # Keras raises many types for a damaged zip
                 raise TextgenError(f"cannot load model: {e.__class__.__name__}", path) from None
             self._check_vocabulary(model.output_shape[-1], path)

@@ -9,7 +9,7 @@ from test_trainer import SENTENCE, Recorder, make_paths
 
 from textgen.budget import TimeBudget
 from textgen.rundir import RunDir
-from textgen.trainer import train
+from textgen.trainer import StopFlag, train
 
 LR, FLOOR_RATIO = 0.01, 0.1  # configs/tiny.yaml's learning rate; the cosine floor here
 
@@ -50,20 +50,26 @@ def test_a_time_budget_fits_the_schedule_and_ends_annealed(tmp_path: Path) -> No
 
 def test_a_budgeted_run_resumes_with_its_horizon_and_its_time_spent(tmp_path: Path) -> None:
     paths = make_paths(tmp_path, SENTENCE * 300)
+    stop = StopFlag()
     first = Recorder()
-    # Stopped by a step limit after the horizon was fitted (max_steps is a limit, not a horizon).
-    stopped = train(budgeted(paths, "train.max_time=20s", "train.max_steps=150"), on_event=first)
+
+    def stop_once_fitted(kind: str, **data) -> None:
+        first(kind, **data)
+        if kind == "budget":
+            stop.set()  # as Ctrl-C would: checkpoint after this call, then return
+
+    stopped = train(budgeted(paths, "train.max_time=20s"), on_event=stop_once_fitted, stop=stop)
     [fitted] = first.of("budget")
-    assert stopped.stop_reason == "max_steps" and fitted["horizon"] > 150
+    assert stopped.stop_reason == "interrupted" and fitted["horizon"] > stopped.step
     spent = RunDir(paths.out).read_metrics()[-1]["elapsed_s"]
 
     again = Recorder()
     result = train(budgeted(paths, "train.max_time=20s"), on_event=again)
     [resume] = again.of("resume")
-    assert resume["step"] == 150 and resume["total"] == fitted["horizon"]
+    assert resume["step"] == stopped.step and resume["total"] == fitted["horizon"]
     assert not again.of("budget")  # the horizon came from the checkpoint, not a new fit
     records = RunDir(paths.out).read_metrics()
-    later = [r for r in records if r["step"] > 150]
+    later = [r for r in records if r["step"] > stopped.step]
     assert later and later[0]["elapsed_s"] > spent  # the clock goes on from the first part
     if result.stop_reason == "done":
         assert result.step == fitted["horizon"]

@@ -77,11 +77,9 @@ def _recurrence(xz, h0, c0, recurrent_kernel, unroll, jit):
 
         def grad(d_h_seq, d_h_last, d_c_last):
             h0, c0, u = inputs[1:]
-            pack = _backward_pack(records, c0, d_h_seq)  # (time, batch, 7 * units)
-            d_z, dh0, dc0 = backward(pack, h0, c0, u, d_h_last, d_c_last, unroll)
+            d_z, dh0, dc0 = backward(records, h0, c0, u, d_h_seq, d_h_last, d_c_last, unroll)
             # dU: one matmul over all steps, (units, time * batch) @ (time * batch, 4 * units).
-            h = tf.cast(records[:-1, :, 5 * units :], h0.dtype)  # (time - 1, batch, units)
-            h_prev = tf.concat([h0[None], h], axis=0)  # (time, batch, units)
+            h_prev = tf.concat([h0[None], h_seq[:-1]], axis=0)  # (time, batch, units)
             d_u = tf.matmul(
                 tf.reshape(h_prev, [-1, units]),
                 tf.cast(tf.reshape(d_z, [-1, 4 * units]), h0.dtype),
@@ -134,8 +132,9 @@ def _backward_pack(records, c0, d_h_seq):
     return tf.concat([q, dh_to_dc, f, d_h_seq], axis=2)  # (time, batch, 7 * units)
 
 
-def _backward(pack, h0, c0, recurrent_kernel, d_h_last, d_c_last, unroll):
+def _backward(records, h0, c0, recurrent_kernel, d_h_seq, d_h_last, d_c_last, unroll):
     """The backward loop: gradients w.r.t. xz (time, batch, 4 * units), h0 and c0."""
+    pack = _backward_pack(records, c0, d_h_seq)  # (time, batch, 7 * units)
     units = recurrent_kernel.shape[0]
     dtype = h0.dtype
     u_t = tf.transpose(recurrent_kernel)  # (4 * units, units)

@@ -139,3 +139,15 @@ def test_logits_stay_float32_under_mixed_precision():
         keras.mixed_precision.set_global_policy(previous)
     assert logits.dtype == "float32"
     assert model.get_layer("lstm_0").compute_dtype == "float16"
+
+
+@pytest.mark.parametrize("kernel", ["auto", "keras", "lean"])
+def test_lstm_kernel_picks_the_layer_class_with_the_same_weights(kernel):
+    from textgen.lstm_kernel import LeanLSTM
+
+    cfg = ModelConfig(embedding_dim=8, units=16, layers=2, lstm_kernel=kernel)
+    model = build_model(cfg, VOCAB)
+    lstms = lstm_layers(model)
+    assert all(isinstance(layer, LeanLSTM) == (kernel != "keras") for layer in lstms)
+    paths = [v.path for v in model.weights]
+    assert paths == [v.path for v in build_model(TINY, VOCAB).weights]

@@ -76,7 +76,16 @@ def _recurrence(xz, h0, c0, recurrent_kernel, unroll, jit):
         h_seq = tf.cast(records[:, :, 5 * units :], h0.dtype)  # (time, batch, units)
 
         def grad(d_h_seq, d_h_last, d_c_last):
-            return backward(records, *inputs[1:], d_h_seq, d_h_last, d_c_last, unroll)
+            h0, c0, u = inputs[1:]
+            d_z, dh0, dc0 = backward(records, h0, c0, u, d_h_seq, d_h_last, d_c_last, unroll)
+            # dU: one matmul over all steps, (units, time * batch) @ (time * batch, 4 * units).
+            h_prev = tf.concat([h0[None], h_seq[:-1]], axis=0)  # (time, batch, units)
+            d_u = tf.matmul(
+                tf.reshape(h_prev, [-1, units]),
+                tf.cast(tf.reshape(d_z, [-1, 4 * units]), h0.dtype),
+                transpose_a=True,
+            )  # (units, 4 * units)
+            return d_z, dh0, dc0, d_u
 
         return (h_seq, h_seq[-1], records[-1, :, 4 * units : 5 * units]), grad
 
@@ -106,20 +115,28 @@ def _forward(xz, h0, c0, recurrent_kernel, unroll):
     return _time_loop(step, xz, (h0, c0), 6 * c0.shape[1], unroll, reverse=False)[0]
 
 
-def _backward(records, h0, c0, recurrent_kernel, d_h_seq, d_h_last, d_c_last, unroll):
-    """Gradients w.r.t. (xz, h0, c0, recurrent_kernel) from the saved records."""
-    units = recurrent_kernel.shape[0]
-    dtype = h0.dtype
+def _backward_pack(records, c0, d_h_seq):
+    """What the backward loop reads per step, for all steps at once: (time, batch, 7 * units).
+
+    Per step: q (4 * units) with dz = [dc * q_i, dc * q_f, dc * q_g, dh * q_o], where dc is
+    the total cell gradient; dh_to_dc = o * tanh'(c) (units); f (units); the upstream dh (units).
+    """
     i, f, g, o, c, h = tf.split(records, 6, axis=2)  # (time, batch, units) each
     c_prev = tf.concat([c0[None], c[:-1]], axis=0)  # (time, batch, units)
     tanh_c = tf.tanh(c)
-    # dz = [dc * q_i, dc * q_f, dc * q_g, dh * q_o] where dc is the total cell gradient.
     q = tf.concat(
         [g * i * (1 - i), c_prev * f * (1 - f), i * (1 - g * g), tanh_c * o * (1 - o)], axis=2
     )  # (time, batch, 4 * units)
     dh_to_dc = o * (1 - tanh_c * tanh_c)  # (time, batch, units)
     d_h_seq = _as_f32(_zeros_if_none(d_h_seq, h))
-    pack = tf.concat([q, dh_to_dc, f, d_h_seq], axis=2)  # (time, batch, 7 * units)
+    return tf.concat([q, dh_to_dc, f, d_h_seq], axis=2)  # (time, batch, 7 * units)
+
+
+def _backward(records, h0, c0, recurrent_kernel, d_h_seq, d_h_last, d_c_last, unroll):
+    """The backward loop: gradients w.r.t. xz (time, batch, 4 * units), h0 and c0."""
+    pack = _backward_pack(records, c0, d_h_seq)  # (time, batch, 7 * units)
+    units = recurrent_kernel.shape[0]
+    dtype = h0.dtype
     u_t = tf.transpose(recurrent_kernel)  # (4 * units, units)
 
     def step(p, dh_rec, dc):
@@ -133,13 +150,7 @@ def _backward(records, h0, c0, recurrent_kernel, d_h_seq, d_h_last, d_c_last, un
     dh_last = _as_f32(_zeros_if_none(d_h_last, h0))
     dc_last = _as_f32(_zeros_if_none(d_c_last, c0))
     d_z, dh0, dc0 = _time_loop(step, pack, (dh_last, dc_last), 4 * units, unroll, reverse=True)
-    h_prev = tf.concat([h0[None], tf.cast(h[:-1], dtype)], axis=0)  # (time, batch, units)
-    d_u = tf.matmul(
-        tf.reshape(h_prev, [-1, units]),
-        tf.cast(tf.reshape(d_z, [-1, 4 * units]), dtype),
-        transpose_a=True,
-    )  # (units, 4 * units)
-    return d_z, tf.cast(dh0, dtype), dc0, d_u
+    return d_z, tf.cast(dh0, dtype), dc0
 
 
 _forward_xla = tf.function(_forward, jit_compile=True)

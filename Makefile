@@ -10,7 +10,7 @@ CONFIG ?= configs/base.yaml
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,plot]'
+	$(PY) -m pip install -q -e '.[test,plot,serve]'
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -1,16 +1,19 @@
 """The LSTM kernels side by side in one process (issue 10); prints one JSON object.
 
-    python scripts/bench_lstm.py [--quick] [--shapes 16x64,32x64,64x128] [--variants ...]
+    python scripts/bench_lstm.py [--quick] [--shapes 16x64,32x64,64x128] [--variants ...] [--ops]
+        [--trainer [--workdir DIR]]
 
 A plain `tf.function` train step (Embedding(84, 64) -> 2 x LSTM(256) -> Dense(84), sequence
 targets, Adam, random ids; no textgen pipeline) for each variant and batch x time shape:
 optimizer updates/s, chars/s, training FLOP/s as a fraction of the measured float32 matmul peak
-(`tf.matmul`, 2048^3), and the ops per time step inside the while-loop bodies of the step's graph.
+(`tf.matmul`, 2048^3, timed in every round), and (--ops) the ops inside the while-loop bodies
+of the step's graph; with --trainer, also textgen's own trainer with each kernel.
 The variants run interleaved (several short rounds, median per variant), so noise from other work
 on the machine hits all of them alike: compare the ratios, not the absolute figures.
 
-Variants: `keras` (keras.layers.LSTM), `lean` (textgen's LeanLSTM), each optionally `+xla`
-(the whole train step under `jit_compile=True`) and `/uN` (lean only: N steps per loop iteration).
+Variants: `keras` (keras.layers.LSTM), `lean` (textgen's LeanLSTM, default settings), each
+optionally `+xla` (the whole train step under `jit_compile=True`) and `/bf16` (mixed_bfloat16);
+lean only: `/uN` (N steps per loop iteration), `/jit` or `/nojit` (XLA on the two loops or not).
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))  # bench_train's trainer helpers
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 VOCAB, EMBEDDING, UNITS, LAYERS = 84, 64, 256, 2
@@ -58,14 +63,19 @@ def make_step(variant: str, seed: int = 0):
     kind, xla = name.removesuffix("+xla"), name.endswith("+xla")
     keras.utils.set_random_seed(seed)
     cfg = ModelConfig(embedding_dim=EMBEDDING, units=UNITS, layers=LAYERS, lstm_kernel=kind)
-    model = build_model(cfg, VOCAB)
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if "bf16" in flags else policy)
+    try:
+        model = build_model(cfg, VOCAB)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
     for layer in model.layers:
         if isinstance(layer, LeanLSTM):
             for flag in flags:
                 if flag.startswith("u"):
                     layer.steps_per_iteration = int(flag[1:])
-                elif flag == "jit":
-                    layer.jit_loops = True
+                elif flag in ("jit", "nojit"):
+                    layer.jit_min_units = 0 if flag == "jit" else 2**31
     optimizer = keras.optimizers.Adam(1e-3)
     optimizer.build(model.trainable_variables)
 
@@ -104,7 +114,7 @@ def seconds_per_step(step, x, y, steps: int) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def bench_shape(variants, batch: int, length: int, rounds: int, peak: float) -> dict:
+def bench_shape(variants, batch: int, length: int, rounds: int) -> dict:
     """One shape: every variant compiled, warmed up, then timed in interleaved rounds."""
     import numpy as np
     import tensorflow as tf
@@ -121,12 +131,15 @@ def bench_shape(variants, batch: int, length: int, rounds: int, peak: float) -> 
         seconds_per_step(fn, x, y, 1)
     per_round = max(2, round(1.0 / seconds_per_step(steps[variants[0]], x, y, 1)))
     times: dict[str, list[float]] = {v: [] for v in variants}
+    peaks = []
     for _ in range(rounds):
+        peaks.append(matmul_peak(repeats=2))  # the peak drifts with the machine's load too
         for v in variants:
             times[v].append(seconds_per_step(steps[v], x, y, per_round))
+    peak = statistics.median(peaks)
     cfg = ModelConfig(embedding_dim=EMBEDDING, units=UNITS, layers=LAYERS)
     flops = train_flops_per_token(cfg, VOCAB) * batch * length
-    rows = {}
+    rows = {"matmul_peak_gflops": round(peak / 1e9, 1)}
     base = statistics.median(times[variants[0]])
     for v in variants:
         t = statistics.median(times[v])
@@ -139,6 +152,39 @@ def bench_shape(variants, batch: int, length: int, rounds: int, peak: float) -> 
     return rows
 
 
+def trainer_rows(shapes: list[str], rounds: int, workdir: Path) -> dict:
+    """textgen's own trainer (configs/base.yaml, 2 x 256), keras vs lean kernel, interleaved.
+
+    Uses `bench_train.py`'s helpers (the trainer's private `_Session`): seconds per optimizer
+    update of the compiled multi-step call, fed by textgen's pipeline from a 10 MB corpus.
+    """
+    from bench_train import make_corpus, session_for, time_calls
+
+    from textgen.checkpoints import Progress
+
+    corpus = make_corpus(workdir / "corpus_10mb.txt", 10)
+    rows = {}
+    for shape in shapes:
+        batch, length = (int(n) for n in shape.split("x"))
+        words = [f"train.batch_size={batch}", f"windows.maxlen={length}", f"windows.step={length}"]
+        sessions = {
+            kind: session_for([*words, f"model.lstm_kernel={kind}"], corpus, workdir, kind)
+            for kind in ("keras", "lean")
+        }
+        its = {k: s.dataset_iterator(Progress()) for k, s in sessions.items()}
+        times: dict[str, list[float]] = {k: [] for k in sessions}
+        for _ in range(rounds):
+            for kind, session in sessions.items():
+                times[kind].append(time_calls(session, its[kind], 1, 10))
+        median = {k: statistics.median(v) for k, v in times.items()}
+        rows[shape] = {
+            k: {"updates_per_s": round(1 / t, 2), "chars_per_s": round(batch * length / t)}
+            for k, t in median.items()
+        }
+        rows[shape]["lean_vs_keras"] = round(median["keras"] / median["lean"], 2)
+    return rows
+
+
 def main() -> None:
     """Runs every shape and prints one JSON object."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -146,27 +192,32 @@ def main() -> None:
     parser.add_argument("--shapes", default="16x64,32x64,64x128", help="batch x time list")
     parser.add_argument("--variants", default=DEFAULT_VARIANTS, help="comma-separated")
     parser.add_argument("--ops", action="store_true", help="also count loop-body ops")
+    parser.add_argument(
+        "--trainer", action="store_true", help="also textgen's trainer, keras vs lean"
+    )
+    parser.add_argument("--workdir", default=None, help="--trainer's corpus, index and runs")
     args = parser.parse_args()
     import tensorflow as tf
 
     variants = args.variants.split(",")
-    peak = matmul_peak()
     result: dict = {
         "benchmark": "lstm",
         "machine": f"{os.cpu_count()} cores",
         "tensorflow": tf.__version__,
         "model": f"Embedding({VOCAB},{EMBEDDING}) -> {LAYERS} x LSTM({UNITS}) -> Dense({VOCAB})",
-        "matmul_peak_gflops": round(peak / 1e9, 1),
         "shapes": {},
     }
     for shape in args.shapes.split(","):
         batch, length = (int(n) for n in shape.split("x"))
-        rows = bench_shape(variants, batch, length, 3 if args.quick else 7, peak)
+        rows = bench_shape(variants, batch, length, 3 if args.quick else 7)
         result["shapes"][shape] = rows
     if args.ops:
         x = tf.zeros([16, 64], tf.int32)
         result["loop_body_ops"] = {v: loop_ops(make_step(v)[0], x, x) for v in variants}
-    result["matmul_peak_gflops_after"] = round(matmul_peak() / 1e9, 1)
+    if args.trainer:
+        workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_lstm_"))
+        shapes = args.shapes.split(",")
+        result["trainer"] = trainer_rows(shapes, 3 if args.quick else 5, workdir)
     print(json.dumps(result, indent=1))
 
 

@@ -108,3 +108,43 @@ def assert_one_line_error(
     if empty_stdout:
         assert proc.stdout == ""
     return lines[0]
+
+
+# --- export and serve: one small char run, its export and a server per test worker ---
+SERVE_TEXT_SEED = 3
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory) -> Path:
+    """A briefly trained char run (1 x 32 units) on varied text."""
+    from run_fixtures import make_run
+
+    text = synthetic_text(lines=200, seed=SERVE_TEXT_SEED)
+    return make_run(tmp_path_factory.mktemp("serve") / "run", text, steps=30)
+
+
+@pytest.fixture(scope="session")
+def small_export(small_run: Path, tmp_path_factory) -> Path:
+    """`small_run` exported as a SavedModel."""
+    from textgen.export import export
+
+    return export(small_run, tmp_path_factory.mktemp("export") / "model")
+
+
+@pytest.fixture(scope="session")
+def server(small_export: Path):
+    """`python -m textgen.serve EXPORT --port 0` in a subprocess; yields (base URL, process)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "textgen.serve", str(small_export), "--port", "0",
+         "--max-length", "1000000", "--max-samples", "4"],
+        cwd=str(REPO_ROOT), env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    line = proc.stdout.readline()
+    if not line.startswith("serving "):
+        proc.kill()
+        pytest.fail(f"the server did not start: {line}{proc.stderr.read()}")
+    url = line.split(" on ")[1].split()[0].rstrip("/")
+    yield url, proc
+    proc.terminate()
+    proc.wait(timeout=30)

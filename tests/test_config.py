@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -195,15 +196,15 @@ def test_yaml_syntax_error_reports_the_line(tmp_path):
     message = str(e.value)
     assert "YAML syntax error" in message
     assert str(path) in message
-    assert "line " in message
-    line = int(message.rsplit("line ", 1)[1].rstrip(")"))
-    assert 3 <= line <= 5  # the unclosed list starts on line 3; the parser notices soon after
+    found = re.search(r"line (\d+), column (\d+)\)$", message)
+    assert found, message
+    assert 3 <= int(found.group(1)) <= 5  # the unclosed list starts on line 3; noticed soon after
 
 
 def test_yaml_syntax_error_on_the_first_line(tmp_path):
     path = tmp_path / "broken.yaml"
     path.write_text("train: epochs: 2\n")
-    with pytest.raises(ConfigError, match=r"line 1\)"):
+    with pytest.raises(ConfigError, match=r"line 1, column \d+\)"):
         load_config(path)
 
 
@@ -264,7 +265,7 @@ def test_replace_swaps_a_section():
     assert cfg.model == Config().model
 
 
-@pytest.mark.parametrize("name", ["tiny.yaml", "base.yaml"])
+@pytest.mark.parametrize("name", ["tiny.yaml", "base.yaml", "quick.yaml"])
 def test_shipped_configs_load(name):
     path = REPO_ROOT / "configs" / name
     if not path.is_file():
@@ -301,3 +302,51 @@ def test_max_time_takes_seconds_or_a_duration(text, seconds):
 def test_a_bad_duration_names_the_key_and_the_forms(text):
     with pytest.raises(ConfigError, match=r"train.max_time must be seconds or a duration like"):
         load_config(None, [f"train.max_time={text}"])
+
+
+def test_precision_auto_is_float32_and_the_old_key_still_loads(tmp_path):
+    from textgen.config import precision_policy
+
+    assert precision_policy(load_config(None).train) == "float32"
+    forced = load_config(None, ["train.precision=mixed_bfloat16"]).train
+    assert precision_policy(forced) == "mixed_bfloat16"
+    # A run dir saved before the key was renamed (train.mixed_precision) still loads.
+    saved = load_config(None, (), base={"train": {"mixed_precision": "mixed_float16"}})
+    assert saved.train.precision == "mixed_float16"
+
+
+# --- memory estimate --------------------------------------------------------------------------
+
+GIB = 1 << 30
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [[], ["model.units=512"], ["model.layers=3"], ["model.units=512", "model.layers=3"]],
+)
+@pytest.mark.parametrize("config", ["base.yaml", "tiny.yaml"])
+def test_normal_configs_fit_a_24_gib_machine(config, overrides):
+    from textgen.config import check_fits_in_memory
+
+    cfg = load_config(REPO_ROOT / "configs" / config, overrides)
+    check_fits_in_memory(cfg, 200, available_bytes=24 * GIB)  # no error
+    check_fits_in_memory(cfg, available_bytes=24 * GIB)  # before indexing: a lower bound
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("model.units=100000000", "model.units"),
+        ("model.layers=1000000", "model.layers"),
+        ("model.embedding_dim=100000000", "model.embedding_dim"),
+        ("train.batch_size=10000000", "train.batch_size"),
+    ],
+)
+def test_a_model_that_cannot_fit_is_refused_naming_the_key(override, key):
+    from textgen.config import check_fits_in_memory
+
+    cfg = load_config(REPO_ROOT / "configs" / "base.yaml", [override])
+    with pytest.raises(ConfigError) as e:
+        check_fits_in_memory(cfg, 100, available_bytes=24 * GIB)
+    assert e.value.where == key
+    assert f"lower {key}" in e.value.what and "GB" in e.value.what

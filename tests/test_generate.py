@@ -177,7 +177,7 @@ def test_no_retracing_across_varied_calls(tmp_path: Path) -> None:
         gen.generate(**kwargs)
     list(gen.stream("ab", 40, chunk_size=3, num_samples=2))
     assert gen.trace_count == 1
-    assert gen._chunk.experimental_get_tracing_count() == 1
+    assert gen._sampler.experimental_get_tracing_count() == 1
 
 
 def test_refresh_follows_new_weights_without_retracing(tmp_path: Path) -> None:

@@ -56,14 +56,16 @@ def outputs_and_grads(layers, x, states, training=False):
     return [out, *finals], grads
 
 
-@pytest.mark.parametrize("layers", [1, 2])
-def test_lean_equals_keras_in_outputs_final_states_and_all_gradients(layers):
+@pytest.mark.parametrize("layers, xla", [(1, False), (2, False), (2, True)])
+def test_lean_equals_keras_in_outputs_final_states_and_all_gradients(layers, xla):
     x = rand(BATCH, TIME, WIDTH, seed=1)
     states = [rand(BATCH, UNITS, seed=2 + k) for k in range(2 * layers)]  # carried, non-zero
     ref_layers, lean_layers = stack("keras", layers), stack("lean", layers)
     copy_weights(ref_layers, lean_layers)
-    ref_out, ref_grads = outputs_and_grads(ref_layers, x, states)
-    lean_out, lean_grads = outputs_and_grads(lean_layers, x, states)
+    for layer in lean_layers:
+        layer.jit_min_units = 0 if xla else 2**31  # XLA compiles the loops when training
+    ref_out, ref_grads = outputs_and_grads(ref_layers, x, states, training=True)
+    lean_out, lean_grads = outputs_and_grads(lean_layers, x, states, training=True)
     for a, b in zip(ref_out, lean_out, strict=True):
         np.testing.assert_allclose(b.numpy(), a.numpy(), **TOL)
     # Gradients w.r.t. x, h0 and c0 of every layer, then kernel, recurrent_kernel, bias of each.
@@ -72,20 +74,25 @@ def test_lean_equals_keras_in_outputs_final_states_and_all_gradients(layers):
         np.testing.assert_allclose(b.numpy(), a.numpy(), **TOL)
 
 
-@pytest.mark.parametrize("unroll, jit, time", [(1, False, 7), (4, False, 7), (4, True, 8)])
-def test_kernel_settings_agree_inside_a_tf_function(unroll, jit, time):
+@pytest.mark.parametrize(
+    "unroll, jit, time, known_time",
+    [(4, False, 7, True), (4, True, 3, True), (4, True, 5, False)],
+)
+def test_unrolled_compiled_and_dynamic_length_loops_agree(unroll, jit, time, known_time):
+    """Steps per iteration (with a tail of time % unroll), XLA, and a length unknown when traced."""
     x, h0, c0 = rand(BATCH, time, WIDTH, seed=1), rand(BATCH, UNITS, seed=2), rand(BATCH, UNITS)
     weights = [rand(WIDTH, 4 * UNITS, seed=3), rand(UNITS, 4 * UNITS, seed=4), rand(4 * UNITS)]
 
-    @tf.function
-    def run(unroll, jit):
+    def run(x, unroll, jit):
         with tf.GradientTape() as tape:
             tape.watch([x, h0, c0, *weights])
             out, h, c = lstm_sequence(x, *weights, h0, c0, unroll=unroll, jit=jit)
             loss = tf.reduce_sum(out * out) + tf.reduce_sum(h) + tf.reduce_sum(3 * c)
         return [out, h, c, *tape.gradient(loss, [x, h0, c0, *weights])]
 
-    for a, b in zip(run(1, False), run(unroll, jit), strict=True):
+    spec = [tf.TensorSpec([BATCH, time if known_time else None, WIDTH])]
+    compiled = tf.function(lambda x: run(x, unroll, jit), input_signature=spec)
+    for a, b in zip(run(x, 1, False), compiled(x), strict=True):
         np.testing.assert_allclose(b.numpy(), a.numpy(), **TOL)
 
 

@@ -253,7 +253,7 @@ def test_clip_norm_under_mixed_float16_clips_the_unscaled_gradient(base_run, tmp
     norms = {}
     for clip in (1e-3, 1e6):
         out = tmp_path / f"clip-{clip:g}"
-        overrides = ("train.mixed_precision=mixed_float16", f"train.clip_norm={clip}")
+        overrides = ("train.precision=mixed_float16", f"train.clip_norm={clip}")
         result = train(base_run.config(*overrides, "train.max_steps=1", out=out))
         assert (result.step, result.stop_reason) == (1, "max_steps")
         assert math.isfinite(result.last_metrics["loss"])
@@ -266,9 +266,11 @@ def test_clip_norm_under_mixed_float16_clips_the_unscaled_gradient(base_run, tmp
 # --- exact resume -----------------------------------------------------------------------------
 
 
-def test_resume_is_exact_with_dropout_across_a_restart_and_an_epoch_end(tmp_path):
-    paths = make_paths(tmp_path, SENTENCE * 200)  # 15 batches a pass; epochs of 12
+@pytest.mark.parametrize("carry_state", [False, True], ids=["windows", "carried-state"])
+def test_resume_is_exact_with_dropout_across_a_restart_and_an_epoch_end(tmp_path, carry_state):
+    paths = make_paths(tmp_path, SENTENCE * 200)  # 15 batches (13 as streams) a pass; epochs of 12
     common = [
+        f"windows.carry_state={str(carry_state).lower()}",
         "train.deterministic=true",
         "model.dropout=0.2",
         "train.epochs=5",
@@ -297,6 +299,11 @@ def test_resume_is_exact_with_dropout_across_a_restart_and_an_epoch_end(tmp_path
     a, b = checkpoint_tensors(tmp_path / "once"), checkpoint_tensors(tmp_path / "twice")
     assert a.keys() == b.keys()
     assert any(k.startswith("optimizer/") for k in a) and any(k.startswith("rng/") for k in a)
+    # The streams' states are saved and restored with the rest (and were really carried).
+    assert any(k.startswith("carried_states/") for k in a) == carry_state
+    if carry_state:
+        [states] = [v for k, v in a.items() if k.startswith("carried_states/")]
+        assert states.shape == (2, 16, 32) and np.abs(states).max() > 0.01
     for key in a:
         if not key.startswith("trained_s"):  # wall-clock seconds, not state
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)

@@ -16,6 +16,7 @@ from textgen.tokenfile import TokenFile
 from textgen.windows import (
     BatchPlan,
     EpochOrder,
+    StreamPlan,
     WindowSpec,
     eval_starts,
     train_dataset,
@@ -292,3 +293,38 @@ def test_train_dataset_of_two_shards_yields_each_replica_its_rows(indexed):
         starts = whole.starts(0, k)
         want = np.stack([corpus[s : s + 16] for s in starts])
         np.testing.assert_array_equal(np.concatenate(items[2 * k : 2 * k + 2]), want)
+
+
+# --- streams (windows.carry_state) ---------------------------------------------------------
+
+
+def test_each_stream_row_continues_where_the_last_batch_stopped(ids):
+    values, tokens = ids  # 1,000 ids: 4 streams of 250
+    plan = StreamPlan(WindowSpec(1000, 16, 16), batch_size=4, seed=SEED)
+    assert plan.region == 250
+    for epoch in range(3):
+        offset = plan.offset(epoch)
+        assert 0 <= offset < 16
+        reads = [plan.batch(tokens, epoch, k) for k in range(plan.batches_per_epoch)]
+        for row in range(4):
+            # Row r's inputs over the epoch are one contiguous run of its own region ...
+            x = np.concatenate([x[row] for x, _ in reads])  # (batches * 16,)
+            begin = row * 250 + offset
+            np.testing.assert_array_equal(x, values[begin : begin + len(x)])
+            # ... with the targets shifted by one, and never past the region's end.
+            y = np.concatenate([y[row] for _, y in reads])
+            np.testing.assert_array_equal(y, values[begin + 1 : begin + 1 + len(y)])
+            assert begin + len(x) + 1 <= (row + 1) * 250
+    offsets = {plan.offset(epoch) for epoch in range(20)}
+    assert len(offsets) > 5  # epochs start the streams at different seeded offsets
+
+
+def test_stream_shards_carry_disjoint_rows_of_the_global_batch(ids):
+    _, tokens = ids
+    spec = WindowSpec(1000, 16, 16)
+    whole = StreamPlan(spec, batch_size=4, seed=SEED)
+    halves = StreamPlan(spec, batch_size=4, seed=SEED, num_shards=2)
+    for k in range(3):
+        x, _ = whole.batch(tokens, 1, k)
+        np.testing.assert_array_equal(np.concatenate([halves.batch(tokens, 1, k, s)[0]
+                                                      for s in (0, 1)]), x)  # fmt: skip

@@ -13,6 +13,8 @@ COMMANDS = {
     "sample": "generate text from a run",
     "evaluate": "bits per character of a run on held-out text",
     "compare": "one-hot vs embedding memory, measured",
+    "export": "write a run as a TensorFlow SavedModel (generate signature)",
+    "serve": "serve a run or an export over HTTP (JSON, SSE, TF Serving REST, a page)",
 }
 
 

@@ -1,14 +1,30 @@
-"""What a checkpoint holds, restoring it exactly, and deciding whether a run may resume."""
+"""What a checkpoint holds, which one a run resumes from, and whether it may resume at all.
+
+The one owner of "which checkpoint": `RunDir.checkpoint_prefixes` lists what is on disk (newest
+first, damaged ones included); `restore_newest` tries them in that order and returns the first
+that restores, with the damaged ones it passed. Retention is done here too, not by
+`tf.train.CheckpointManager`, which trusts its `checkpoint` state file and deletes by it: a
+checkpoint is deleted only once `max_to_keep` newer ones have been written or restored, and
+the state file is rewritten from what is really there.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import contextlib
+import gc
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 from textgen.config import Config
 from textgen.errors import TextgenError
-from textgen.rundir import RunDir
-from textgen.tokenizers import Tokenizer, same_vocabulary
+from textgen.filewrite import remove_files, write_atomic, writing
+from textgen.rundir import RunDir, checkpoint_number
+from textgen.tokenizers import same_vocabulary
+
+T = TypeVar("T")
 
 # Keys whose change makes the saved weights or token ids meaningless.
 _SHAPE_KEYS = (
@@ -17,6 +33,7 @@ _SHAPE_KEYS = (
     ("model", "layers"),
     ("data", "tokenizer"),
 )
+_START_OVER = "set train.fresh=true to start over, or choose another train.out_dir"
 
 
 @dataclass
@@ -32,6 +49,92 @@ class TrainCounters:
     trained_s: float = 0.0  # seconds of training so far, all invocations of the run together
 
 
+class DamagedCheckpoint(Exception):
+    """A checkpoint that does not restore; the message says why, in one line."""
+
+
+@dataclass
+class Damaged:
+    """A checkpoint passed over because it does not restore."""
+
+    prefix: str
+    reason: str
+
+    def describe(self) -> str:
+        """`checkpoint PATH is damaged (reason)`."""
+        return f"checkpoint {self.prefix} is damaged ({self.reason})"
+
+
+@dataclass
+class Restored(Generic[T]):
+    """What `restore_newest` restored, from which checkpoint, and what it passed over."""
+
+    value: T | None = None
+    path: str | None = None  # None: there was no checkpoint
+    damaged: list[Damaged] = field(default_factory=list)
+
+
+def restore_newest(
+    candidates: list[str], restore_one: Callable[[str], T], *, where: str, advice: str = ""
+) -> Restored[T]:
+    """Restores the newest checkpoint that restores, passing over damaged ones.
+
+    Args:
+        candidates: Checkpoint prefixes, newest first (`RunDir.checkpoint_prefixes`).
+        restore_one: Restores one prefix; raises `DamagedCheckpoint` when it cannot.
+        where: Named when none restores (the run dir).
+        advice: What to do then, appended to the error (e.g. `set train.fresh=true ...`).
+
+    Returns:
+        The restored value, its prefix and the damaged checkpoints newer than it; an empty
+        `Restored` when there are no candidates.
+
+    Raises:
+        TextgenError: there are checkpoints, and none of them restores.
+    """
+    damaged: list[Damaged] = []
+    for prefix in candidates:
+        try:
+            with _tensorflow_warnings_silenced():
+                if not Path(prefix + ".index").is_file():
+                    raise DamagedCheckpoint(f"{Path(prefix).name}.index is missing")
+                value = restore_one(prefix)
+        except DamagedCheckpoint as e:
+            damaged.append(Damaged(prefix, str(e)))
+            continue
+        return Restored(value, prefix, damaged)
+    if len(damaged) == 1:
+        only = damaged[0]
+        raise TextgenError(f"cannot restore checkpoint ({only.reason}){advice}", only.prefix)
+    if damaged:
+        newest = damaged[0]
+        raise TextgenError(
+            f"none of the run's {len(damaged)} checkpoints restores (the newest, "
+            f"{Path(newest.prefix).name}: {newest.reason}){advice}",
+            where,
+        )
+    return Restored()
+
+
+def damage_reason(error: BaseException) -> str:
+    """The first line of an error from restoring, short enough for one line."""
+    text = str(error).strip()
+    return text.splitlines()[0][:160] if text else type(error).__name__
+
+
+@contextlib.contextmanager
+def _tensorflow_warnings_silenced() -> Iterator[None]:
+    """A failed restore logs WARNINGs about unrestored values when collected: collect it here."""
+    logger = logging.getLogger("tensorflow")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        gc.collect()
+        logger.setLevel(level)
+
+
 class TrainCheckpoint:
     """Model, optimizer, counters and RNG state of a run, in one tf.train.Checkpoint.
 
@@ -40,9 +143,10 @@ class TrainCheckpoint:
         optimizer: Its built Keras optimizer.
         directory: The run's checkpoints dir.
         max_to_keep: Checkpoints kept on disk.
+        extra: More variables to keep, by name (e.g. the carried LSTM states).
     """
 
-    def __init__(self, model, optimizer, directory: Path, *, max_to_keep: int = 3) -> None:
+    def __init__(self, model, optimizer, directory: Path, *, max_to_keep: int = 3, **extra) -> None:
         import tensorflow as tf
 
         self._vars = {
@@ -57,58 +161,118 @@ class TrainCheckpoint:
         # Keras' SeedGenerator states (dropout) are not tracked by tf.train.Checkpoint by default.
         rng = [v.value for v in model.variables if "seed_generator" in v.path]
         self.checkpoint = tf.train.Checkpoint(
-            model=model, optimizer=optimizer, rng=rng, **self._vars
+            model=model, optimizer=optimizer, rng=rng, **self._vars, **extra
         )
-        self.manager = tf.train.CheckpointManager(
-            self.checkpoint, str(directory), max_to_keep=max_to_keep
-        )
+        self.directory, self.max_to_keep = Path(directory), max_to_keep
+        self.latest: str | None = None  # the newest checkpoint written or restored
+        self._damaged: set[int] = set()  # numbers of checkpoints that did not restore
 
     def restore(self, path: str) -> TrainCounters:
-        """Restores everything from `path`; a damaged checkpoint is a TextgenError naming it."""
+        """Restores everything from `path`.
+
+        Raises:
+            DamagedCheckpoint: it does not restore (the reason in one line).
+        """
         import tensorflow as tf
 
         try:
             self.checkpoint.restore(path).assert_existing_objects_matched()
         # IndexError: a truncated .data file ("Read less bytes than requested").
         except (tf.errors.OpError, ValueError, AssertionError, IndexError) as e:
-            reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-            raise TextgenError(
-                f"cannot restore checkpoint ({reason}); set train.fresh=true to start over, "
-                "or delete it to fall back to an older one",
-                path,
-            ) from None
+            raise DamagedCheckpoint(damage_reason(e)) from None
         return TrainCounters(**{k: v.numpy().item() for k, v in self._vars.items()})
 
+    def restore_newest(self, candidates: list[str], *, where: str) -> Restored[TrainCounters]:
+        """Restores the newest checkpoint of `candidates` that restores (see `restore_newest`).
+
+        Returns:
+            The counters (fresh ones when there are no candidates), the path, the damaged.
+        """
+        restored = restore_newest(candidates, self.restore, where=where,
+                                  advice="; set train.fresh=true to start over")  # fmt: skip
+        self._damaged = {checkpoint_number(d.prefix) for d in restored.damaged}
+        if restored.value is None:
+            restored.value = TrainCounters()
+        self.latest = restored.path
+        return restored
+
     def save(self, counters: TrainCounters) -> str:
-        """Writes a checkpoint of the current state (CheckpointManager writes then renames)."""
+        """Writes `ckpt-<step>`, then the state file, then removes checkpoints beyond the kept.
+
+        Raises:
+            TextgenError: the disk is full (the partial checkpoint is removed first).
+        """
         for name, var in self._vars.items():
             var.assign(getattr(counters, name))
-        return self.manager.save(checkpoint_number=counters.step)
+        prefix = str(self.directory / f"ckpt-{counters.step}")
+        self.checkpoint.save_counter.assign_add(1)  # as CheckpointManager did: same contents
+        name = f"checkpoint ckpt-{counters.step}"
+        with writing(name, prefix, cleanup=lambda: self._remove(prefix)):
+            self.checkpoint.write(prefix)
+        self._damaged.discard(counters.step)
+        self.latest = prefix
+        self._sweep(counters.step)
+        return prefix
+
+    def _sweep(self, newest: int) -> None:
+        """Keeps the newest `max_to_keep` good checkpoints; removes older and broken ones.
+
+        Broken: did not restore, or has no `.index` (a write or a removal that was killed).
+        Nothing newer than `newest` is touched.
+        """
+        on_disk = _numbers_on_disk(self.directory)
+        indexed = {n for n in on_disk if (self.directory / f"ckpt-{n}.index").is_file()}
+        good = sorted((n for n in indexed - self._damaged if n <= newest), reverse=True)
+        kept = good[: self.max_to_keep]
+        # TensorFlow's CheckpointState text proto, for tf.train.latest_checkpoint and friends.
+        state = [f'model_checkpoint_path: "ckpt-{newest}"']
+        state += [f'all_model_checkpoint_paths: "ckpt-{n}"' for n in sorted(kept)]
+        write_atomic(self.directory / "checkpoint", "\n".join(state) + "\n")
+        broken = {n for n in on_disk if n < newest and (n in self._damaged or n not in indexed)}
+        for number in sorted(set(good[self.max_to_keep :]) | broken):
+            self._remove(str(self.directory / f"ckpt-{number}"))
+            self._damaged.discard(number)
+
+    @staticmethod
+    def _remove(prefix: str) -> None:
+        """Removes one checkpoint's files, its index first, and TensorFlow's temp dir."""
+        path = Path(prefix)
+        remove_files([path.with_name(path.name + ".index")])
+        remove_files(sorted(path.parent.glob(f"{path.name}.data-*")))
+        remove_files(sorted(path.parent.glob(f"{path.name}_temp*")))
 
 
-def check_resumable(run: RunDir, cfg: Config, tokenizer: Tokenizer) -> list[str]:
+def _numbers_on_disk(directory: Path) -> set[int]:
+    return {n for p in directory.glob("ckpt-*") if (n := checkpoint_number(str(p))) is not None}
+
+
+def check_resumable(run: RunDir, cfg: Config, index: Any) -> list[str]:
     """Refuses to resume a run whose model shape, tokenizer or vocabulary changed.
 
+    Args:
+        run: The run dir, which has checkpoints.
+        cfg: The config of this invocation.
+        index: The index it trains on (an opened `corpus.Index`, or one just built).
+
     Returns:
-        Notes on allowed changes (learning rate, epochs, limits, ...), for the user.
+        Notes on allowed changes (learning rate, epochs, limits, the corpus, ...), for the user.
 
     Raises:
-        TextgenError: the saved run is incompatible with `cfg` or with the current index.
+        TextgenError: the saved run is incompatible with `cfg` or with the index.
     """
     saved = run.load_config()
-    how = "set train.fresh=true to start over, or choose another train.out_dir"
     for section, key in _SHAPE_KEYS:
         old, new = getattr(getattr(saved, section), key), getattr(getattr(cfg, section), key)
         if old != new:
             raise TextgenError(
-                f"cannot resume: {section}.{key} changed from {old!r} to {new!r}; {how}",
+                f"cannot resume: {section}.{key} changed from {old!r} to {new!r}; {_START_OVER}",
                 str(run.path),
             )
     previous = run.load_tokenizer()
-    if not same_vocabulary(previous, tokenizer):
+    if not same_vocabulary(previous, index.tokenizer):
         raise TextgenError(
             f"cannot resume: the corpus vocabulary changed since this run started "
-            f"({previous.vocab_size} -> {tokenizer.vocab_size} tokens); {how}",
+            f"({previous.vocab_size} -> {index.tokenizer.vocab_size} tokens); {_START_OVER}",
             str(run.path),
         )
     notes = []
@@ -117,4 +281,51 @@ def check_resumable(run: RunDir, cfg: Config, tokenizer: Tokenizer) -> list[str]
         for key, value in values.items():
             if key != "fresh" and old_dict[section].get(key) != value:
                 notes.append(f"{section}.{key}: {old_dict[section].get(key)!r} -> {value!r}")
-    return notes
+    corpus = run.load_corpus_record()
+    change = corpus_change(corpus, index.meta) if corpus else None
+    return [*notes, change] if change else notes
+
+
+def resume_guard(run: RunDir, cfg: Config) -> Callable[[Any], None] | None:
+    """The check a newly built index must pass before it replaces the old one.
+
+    Returns:
+        None when the run will not resume (no checkpoints, or `train.fresh`); else a function
+        that raises `check_resumable`'s TextgenError for an index the run cannot resume on.
+    """
+    if cfg.train.fresh or not run.checkpoint_prefixes():
+        return None
+
+    def check(index: Any) -> None:
+        check_resumable(run, cfg, index)
+
+    return check
+
+
+def corpus_change(saved: dict[str, Any], meta: dict[str, Any]) -> str | None:
+    """A note on how the corpus changed since the run's last start, or None if it did not.
+
+    Args:
+        saved: The run's corpus record (`RunDir.load_corpus_record`).
+        meta: The index's meta.json.
+    """
+    old = {s["path"]: s.get("sha256") for s in saved.get("sources", [])}
+    new = {s["path"]: s.get("sha256") for s in meta.get("sources", [])}
+    if old == new:
+        return None
+    groups = {
+        "added": [p for p in new if p not in old],
+        "removed": [p for p in old if p not in new],
+        "changed": [p for p in new if p in old and old[p] != new[p]],
+    }
+    what = "; ".join(f"{kind}: {_names(paths)}" for kind, paths in groups.items() if paths)
+    before, after = saved.get("counts", {}).get("tokens", 0), meta["counts"]["tokens"]
+    return (
+        f"corpus: {len(old)} file(s), {before:,} tokens -> {len(new)} file(s), {after:,} tokens "
+        f"({what}); the window order differs from here on"
+    )
+
+
+def _names(paths: list[str]) -> str:
+    shown = ", ".join(Path(p).name for p in paths[:3])
+    return shown + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")

@@ -6,9 +6,11 @@ import argparse
 import contextlib
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 
 from textgen.errors import TextgenError
+from textgen.filewrite import is_no_space
 
 EXIT_USAGE = 2  # bad input of any kind
 EXIT_INTERRUPTED = 130  # Ctrl-C, after saving what there is to save
@@ -57,17 +59,29 @@ def quiet_tensorflow() -> None:
     # 3: TensorFlow's C++ errors too (e.g. oneDNN's int32 notice); failures still raise in Python.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with native_stderr_silenced():
-        import tensorflow  # noqa: F401
+        import tensorflow as tf
+
+        # Device discovery logs "failed call to cuInit" on hosts without a GPU; it does not
+        # start the runtime, so multi-worker strategies can still be made afterwards.
+        tf.config.list_physical_devices()
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Python warnings as one line: `textgen: warning: ...`."""
+    sys.stdout.flush()
+    print(f"textgen: warning: {message}", file=sys.stderr, flush=True)
 
 
 def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> None:
-    """Runs an entry point; a TextgenError becomes `textgen: error: ...` and exit status 2."""
+    """Runs an entry point; a TextgenError becomes `textgen: error: ...` and exit status 2.
+
+    A full disk that no writer named is one line too; warnings are one line each.
+    """
+    warnings.showwarning = show_warning
     try:
         code = main(argv)
     except TextgenError as e:
-        sys.stdout.flush()
-        print(f"textgen: error: {e.line()}", file=sys.stderr)
-        code = EXIT_USAGE
+        code = _error(e.line())
     except KeyboardInterrupt:
         print("\ntextgen: interrupted", file=sys.stderr)
         code = EXIT_INTERRUPTED
@@ -75,4 +89,15 @@ def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None 
         # `textgen.sample ... | head`: the reader left; that is not an error.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 0
+    except Exception as e:
+        if not is_no_space(e):
+            raise
+        filename = getattr(e, "filename", None)
+        code = _error("no space left on device" + (f" ({filename})" if filename else ""))
     sys.exit(code)
+
+
+def _error(line: str) -> int:
+    sys.stdout.flush()
+    print(f"textgen: error: {line}", file=sys.stderr)
+    return EXIT_USAGE

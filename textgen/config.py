@@ -40,6 +40,8 @@ class WindowsConfig:
     maxlen: int = 128  # context the LSTM is trained on (it carries state further when sampling)
     step: int = 128  # sequence target: every token is a target once per epoch with step = maxlen
     target: Literal["sequence", "next"] = "sequence"  # next: one target per window (classic)
+    carry_state: bool = False  # true: each batch row is a contiguous stream (truncated BPTT):
+    # its LSTM state carries from batch to batch; `step` is then maxlen
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class TrainConfig:
     max_time: float | None = None  # a time budget (seconds, or 10m / 1h): the schedule is fitted
     # to it and ends annealed when the time is up; null: train.epochs is the budget
     learning_rate: float = 2e-3  # Adam's sweet spot for char LSTMs (char-rnn uses 2e-3)
+    adam_beta2: float = 0.999  # Adam's second-moment decay (Keras' default)
     lr_schedule: Literal["constant", "cosine"] = "cosine"  # decays to min_lr_ratio by the end
     warmup_steps: int = 50  # linear warmup keeps the first Adam steps from blowing up
     min_lr_ratio: float = 0.1  # cosine floor, as a fraction of learning_rate
@@ -79,7 +82,9 @@ class TrainConfig:
     patience: int = 0  # evaluations without val improvement before stopping; 0: never stop early
     steps_per_call: int = 10  # train steps per tf.function call, to cut Python overhead
     distribute: Literal["auto", "none", "mirrored", "multi_worker"] = "auto"
-    mixed_precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
+    # auto is float32: on this CPU bf16 trains faster per step but reaches no lower bpc in equal
+    # time, and no GPU was measured (docs/benchmarks.md, "Precision"); the others force a policy.
+    precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
     fresh: bool = False  # true: ignore checkpoints in out_dir and start over
 
 
@@ -143,6 +148,7 @@ _RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "train.max_steps": (lambda v: v is None or v >= 1, ">= 1 or null"),
     "train.max_time": (lambda v: v is None or v > 0, "> 0 or null"),
     "train.learning_rate": (lambda v: v > 0, "> 0"),
+    "train.adam_beta2": (lambda v: 0 < v < 1, "in (0, 1)"),
     "train.warmup_steps": (lambda v: v >= 0, ">= 0"),
     "train.min_lr_ratio": (lambda v: 0 <= v <= 1, "in [0, 1]"),
     "train.clip_norm": (lambda v: v >= 0, ">= 0 (0: no clipping)"),
@@ -182,6 +188,9 @@ def load_config(
     if not isinstance(raw, dict):
         raise ConfigError("the config must be a mapping of sections", where)
     raw = {k: dict(v) if isinstance(v, Mapping) else v for k, v in raw.items()}
+    for section, old, new in _RENAMED:  # configs saved by earlier versions still load
+        if isinstance(raw.get(section), dict) and old in raw[section]:
+            raw[section].setdefault(new, raw[section].pop(old))
     origin = {f"{s}.{k}": where for s, sec in raw.items() if isinstance(sec, dict) for k in sec}
     for word in overrides:
         key, value = _parse_override(word)
@@ -195,6 +204,14 @@ def load_config(
     return _build(raw, origin, where)
 
 
+_RENAMED = (("train", "mixed_precision", "precision"),)  # (section, old key, new key)
+
+
+def precision_policy(train_cfg: TrainConfig) -> str:
+    """The Keras mixed-precision policy `train.precision` stands for (auto: float32)."""
+    return "float32" if train_cfg.precision == "auto" else train_cfg.precision
+
+
 def _read_yaml(path: str | Path) -> Any:
     p = Path(path)
     if not p.is_file():
@@ -202,10 +219,12 @@ def _read_yaml(path: str | Path) -> Any:
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.MarkedYAMLError as e:
-        line = e.problem_mark.line + 1 if e.problem_mark else "?"
-        raise ConfigError(f"YAML syntax error: {e.problem}", f"{path}, line {line}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot parse YAML: {e}", str(path)) from None
+        mark = e.problem_mark or e.context_mark
+        at = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = " ".join(str(e.problem or e.context or "invalid YAML").split())
+        raise ConfigError(f"YAML syntax error: {problem}", f"{path}{at}") from None
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as e:
+        raise ConfigError(f"cannot parse YAML: {' '.join(str(e).split())}", str(path)) from None
     return {} if data is None else data
 
 
@@ -321,3 +340,75 @@ def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
             raise ConfigError(f"{key} must be a string, got {value!r}", where)
         return value
     raise TypeError(f"unsupported config annotation {hint!r} for {key}")  # a bug, not user input
+
+
+_FLOAT_BYTES = 4
+_PARAMETER_COPIES = 4  # weights, gradients and Adam's two moments, float32 each
+_SIZE_KEYS = ("model.units", "model.layers", "model.embedding_dim", "train.batch_size",
+              "windows.maxlen")  # fmt: skip
+
+
+def training_memory_bytes(cfg: Config, vocab_size: int) -> int:
+    """A lower bound of the memory training needs, in bytes.
+
+    Parameters x 4 bytes x 4 copies (weights, gradients, Adam's two moments), plus the
+    activations kept for the backward pass (gates and states per time step and layer; logits,
+    probabilities and their gradient per position).
+
+    Args:
+        cfg: The config.
+        vocab_size: Tokens in the vocabulary (a lower bound is fine before indexing).
+    """
+    m = cfg.model
+    lstm = 4 * m.units * (m.embedding_dim + m.units + 1)
+    lstm += (m.layers - 1) * 4 * m.units * (2 * m.units + 1)
+    params = vocab_size * m.embedding_dim + lstm + (m.units + 1) * vocab_size
+    per_position = m.layers * 8 * m.units + 3 * vocab_size
+    activations = cfg.train.batch_size * cfg.windows.maxlen * per_position
+    return (params * _PARAMETER_COPIES + activations) * _FLOAT_BYTES
+
+
+def check_fits_in_memory(
+    cfg: Config, vocab_size: int | None = None, *, available_bytes: int | None = None
+) -> None:
+    """Refuses a model whose training cannot fit in the available memory, before building it.
+
+    Args:
+        cfg: The config.
+        vocab_size: The vocabulary; None uses a lower bound (sentencepiece's size, or 1).
+        available_bytes: Memory available; None reads it (MemAvailable, cgroup limit).
+
+    Raises:
+        ConfigError: naming the key whose default would save the most, the estimate and what
+            is available.
+    """
+    from textgen.memory import available_memory_bytes
+
+    if available_bytes is None:
+        available_bytes = available_memory_bytes()
+    if available_bytes is None:
+        return  # not Linux: nothing to compare with
+    if vocab_size is None:
+        vocab_size = cfg.data.sp_vocab_size if cfg.data.tokenizer == "sentencepiece" else 1
+    total = training_memory_bytes(cfg, vocab_size)
+    if total <= available_bytes:
+        return
+    key = min(_SIZE_KEYS, key=lambda k: training_memory_bytes(_with_default(cfg, k), vocab_size))
+    section, _, name = key.partition(".")
+    value = getattr(getattr(cfg, section), name)
+    raise ConfigError(
+        f"training would need at least {total / 1e9:,.1f} GB (weights, gradients, optimizer "
+        f"state and activations with {key}={value:,}), more than the "
+        f"{available_bytes / 1e9:,.1f} GB of memory available; lower {key}",
+        key,
+    )
+
+
+def _with_default(cfg: Config, key: str) -> Config:
+    """cfg with `key` at its default if that is smaller (the estimate's culprit is the rest)."""
+    section, _, name = key.partition(".")
+    values = getattr(cfg, section)
+    default = getattr(type(values)(), name)
+    if getattr(values, name) <= default:
+        return cfg
+    return cfg.replace(**{section: dataclasses.replace(values, **{name: default})})

@@ -3,7 +3,11 @@
 Two streaming passes over the sources: a scan (hash, validate, collect the character set or a
 line sample for sentencepiece) and an encode pass that appends ids straight to `train.npy`.
 The last `val_fraction` of the stream then moves to `val.npy`. Everything is written into a
-temporary sibling dir that is renamed into place, so a half-written index never exists.
+temporary sibling dir that is renamed into place, so a half-written index never exists; a caller
+can inspect the new index there first (`accept`) and refuse it, leaving the old one in place.
+One process builds at a time (`dirlock.index_dir_lock`): a second one waits, then finds the index
+current. A full disk is one line (`filewrite.writing`), and temporary dirs of killed builds are
+removed by the next one.
 """
 
 from __future__ import annotations
@@ -22,7 +26,15 @@ from typing import Any
 import numpy as np
 
 from textgen.config import DataConfig
+from textgen.dirlock import index_dir_lock
 from textgen.errors import TextgenError
+from textgen.filewrite import writing
+from textgen.indexdir import (
+    check_index_dir,
+    make_temp_dir,
+    remove_stale_temp_dirs,
+    replace_dir,
+)
 from textgen.memory import pin_mmap_threshold
 from textgen.npywriter import HEADER_BYTES, BackgroundWriter, npy_header, split_tail
 from textgen.sources import (
@@ -45,6 +57,7 @@ FORMAT_VERSION = 1
 _SP_MAX_LINE = 4096  # sentencepiece skips longer sentences; longer lines are cut for training
 
 IndexProgress = Callable[[int, int], None]  # (bytes done, bytes total) over both passes
+IndexCheck = Callable[["Index"], None]  # raises to refuse a new index before it replaces the old
 
 
 @dataclass
@@ -69,6 +82,8 @@ def index_corpus(
     min_split_tokens: int = 2,
     progress: IndexProgress | None = None,
     force: bool = False,
+    accept: IndexCheck | None = None,
+    on_wait: Callable[[int | None], None] | None = None,
 ) -> tuple[Index, bool]:
     """Indexes `data_cfg.path` into `data_cfg.index_dir` unless an up-to-date index is there.
 
@@ -77,31 +92,69 @@ def index_corpus(
         min_split_tokens: Each split must hold at least this many tokens (one window + 1).
         progress: Called with (bytes done, bytes total) while building.
         force: Rebuild even when the index is current.
+        accept: Called with a newly built index before it replaces the old one; raising
+            refuses it (the old index stays as it was).
+        on_wait: Called with the PID of the process building this index, if this one waits.
 
     Returns:
         The opened index and whether it was (re)built.
 
     Raises:
-        TextgenError: a bad path, corpus, setting or an unwritable index dir.
+        TextgenError: a bad path, corpus, setting, a full disk or an unwritable index dir.
     """
     index_dir = Path(data_cfg.index_dir)
     # An index dir inside a corpus directory is not part of the corpus.
     sources = [s for s in find_sources(data_cfg.path) if not _is_inside(s.path, index_dir)]
     if not sources:
         raise TextgenError("no text files outside data.index_dir", data_cfg.path)
-    if not force and _is_current(index_dir, sources, data_cfg):
-        index = load_index(index_dir)
-        _check_split_sizes(index.meta["counts"], min_split_tokens, index_dir)
-        return index, False
-    tmp = _make_temp_dir(index_dir)
+    check_index_dir(index_dir)
+    if not force:
+        with index_dir_lock(index_dir).acquire(shared=True, wait=True, on_wait=on_wait):
+            remove_stale_temp_dirs(index_dir)  # no build runs while a shared lock is held
+            current = _open_if_current(index_dir, sources, data_cfg, min_split_tokens)
+        if current is not None:
+            return current, False
+    with index_dir_lock(index_dir).acquire(wait=True, on_wait=on_wait):
+        remove_stale_temp_dirs(index_dir)
+        current = None if force else _open_if_current(index_dir, sources, data_cfg,
+                                                      min_split_tokens)  # fmt: skip
+        if current is not None:
+            return current, False  # built by the process this one waited for
+        _build_in_place(data_cfg, sources, index_dir, min_split_tokens, progress, accept)
+        return load_index(index_dir), True
+
+
+def _open_if_current(
+    index_dir: Path, sources: list[SourceFile], data_cfg: DataConfig, min_split_tokens: int
+) -> Index | None:
+    """The index, opened, when it is current for these sources and settings; else None."""
+    if not _is_current(index_dir, sources, data_cfg):
+        return None
+    index = load_index(index_dir)
+    _check_split_sizes(index.meta["counts"], min_split_tokens, index_dir)
+    return index
+
+
+def _build_in_place(
+    data_cfg: DataConfig,
+    sources: list[SourceFile],
+    index_dir: Path,
+    min_split_tokens: int,
+    progress: IndexProgress | None,
+    accept: IndexCheck | None,
+) -> None:
+    """Builds into a temp dir, checks it, then renames it over the old index (under the lock)."""
+    tmp = make_temp_dir(index_dir)
     try:
-        meta = _build(data_cfg, sources, tmp, progress)
+        with writing("the index", index_dir):
+            meta = _build(data_cfg, sources, tmp, progress)
         _check_split_sizes(meta["counts"], min_split_tokens, data_cfg.path)
-        _replace_dir(tmp, index_dir)
+        if accept is not None:
+            accept(load_index(tmp))
+        replace_dir(tmp, index_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return load_index(index_dir), True
 
 
 def load_index(directory: str | Path) -> Index:
@@ -186,40 +239,6 @@ def _check_split_sizes(counts: dict[str, int], min_tokens: int, where: str | Pat
                 "or a smaller windows.maxlen",
                 str(where),
             )
-
-
-def _make_temp_dir(index_dir: Path) -> Path:
-    try:
-        index_dir.parent.mkdir(parents=True, exist_ok=True)
-        if index_dir.exists() and not index_dir.is_dir():
-            raise TextgenError("index_dir exists and is not a directory", str(index_dir))
-        if (
-            index_dir.is_dir()
-            and not (index_dir / "meta.json").is_file()
-            and any(index_dir.iterdir())
-        ):
-            # Replacing it would delete the user's files (e.g. data.index_dir=data).
-            raise TextgenError(
-                "index_dir is a non-empty directory that holds no index; refusing to replace it",
-                str(index_dir),
-            )
-        tmp = index_dir.parent / f".{index_dir.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        return tmp
-    except OSError as e:
-        raise TextgenError(
-            f"cannot write the index dir: {e.strerror or e}", str(index_dir)
-        ) from None
-
-
-def _replace_dir(tmp: Path, target: Path) -> None:
-    """Renames tmp to target, replacing an old index only after the new one is complete."""
-    old = target.parent / f".{target.name}.old-{os.getpid()}"
-    if target.exists():
-        target.rename(old)
-    tmp.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _build(

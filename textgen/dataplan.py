@@ -9,7 +9,7 @@ from __future__ import annotations
 from textgen.config import Config
 from textgen.corpus import Index
 from textgen.errors import TextgenError
-from textgen.windows import BatchPlan, WindowSpec, train_dataset
+from textgen.windows import BatchPlan, StreamPlan, WindowSpec, make_plan, train_dataset
 
 
 class DataPlan:
@@ -24,18 +24,30 @@ class DataPlan:
     """
 
     def __init__(self, cfg: Config, index: Index) -> None:
-        tc = cfg.train
-        self.index = index
-        self.spec = WindowSpec(len(index.train), cfg.windows.maxlen, cfg.windows.step,
-                               cfg.windows.target)  # fmt: skip
-        if self.spec.count < tc.batch_size:
+        tc, wc = cfg.train, cfg.windows
+        self.index, self.carry_state = index, wc.carry_state
+        if wc.carry_state and wc.target != "sequence":
             raise TextgenError(
-                f"train.batch_size {tc.batch_size} is larger than the {self.spec.count} training "
-                "windows; lower train.batch_size or windows.step, or use a larger corpus",
+                "windows.carry_state needs windows.target=sequence (every position a target)",
+                "windows.carry_state",
+            )
+        step = wc.maxlen if wc.carry_state else wc.step  # streams advance by whole windows
+        self.spec = WindowSpec(len(index.train), wc.maxlen, step, wc.target)
+        self.batch_size, self.seed = tc.batch_size, tc.seed
+        batches = self.batch_plan().batches_per_epoch
+        if batches < 1:
+            what = (
+                f"too large: the train split cannot hold {tc.batch_size} streams of "
+                f"{self.spec.span} ids"
+                if wc.carry_state
+                else f"larger than the {self.spec.count} training windows"
+            )
+            raise TextgenError(
+                f"train.batch_size {tc.batch_size} is {what}; lower train.batch_size or "
+                "windows.step, or use a larger corpus",
                 "train.batch_size",
             )
-        self.batch_size, self.seed = tc.batch_size, tc.seed
-        self.steps_per_epoch = min(tc.steps_per_epoch or 2**62, self.spec.count // tc.batch_size)
+        self.steps_per_epoch = min(tc.steps_per_epoch or 2**62, batches)
         self.schedule_steps = (
             tc.epochs * self.steps_per_epoch
         )  # max_steps is a limit, not a horizon
@@ -50,9 +62,10 @@ class DataPlan:
         """maxlen for the `sequence` target, 1 for `next`."""
         return self.targets_per_step // self.batch_size
 
-    def batch_plan(self, num_shards: int = 1) -> BatchPlan:
-        """Batch k of epoch e, split over `num_shards` replicas."""
-        return BatchPlan(self.spec, self.batch_size, self.seed, num_shards=num_shards)
+    def batch_plan(self, num_shards: int = 1) -> BatchPlan | StreamPlan:
+        """Batch k of epoch e, split over `num_shards` replicas (streams if state is carried)."""
+        return make_plan(self.spec, self.batch_size, self.seed, carry_state=self.carry_state,
+                         num_shards=num_shards)  # fmt: skip
 
     def iterator(self, strategy, *, epoch: int, batch: int):
         """A distributed iterator of (x, y) batches positioned at (epoch, batch)."""

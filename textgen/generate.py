@@ -3,14 +3,16 @@
 The trained layers are folded into a step model (`stepmodel.py`): Embedding times the first
 LSTM's input kernel (plus bias) becomes one `[vocab, 4 * units]` table, so that input costs a
 gather, and each layer's recurrent matmul for the next token runs beside the token-to-token chain.
-One `tf.function` with a fixed input signature reads up to `BLOCK` prompt tokens (once for all
-samples) and samples up to `BLOCK` tokens in a `tf.while_loop`, carrying the LSTM states in and
-out as tensors, so `stream` calls it block after block. Temperature (0: greedy), top-k (0: off),
-top-p (1: off), the seed, the position and the number of samples are tensors and every shape is
-fixed but the batch, so no call retraces (and `jit_compile=True` compiles once per batch size).
-The sampling rule (greedy, plain, or top-k/top-p first) is chosen once per call, each with its
-own loop, so no token pays for a branch. Token t draws with `stateless_fold_in(seed, t)`: the
-text depends on the seed, not on the blocks.
+One `tf.function` (`build_sampler`, shared with the export and the server) reads up to `BLOCK`
+prompt tokens (each prompt once, for all its rows) and samples up to `BLOCK` tokens in a
+`tf.while_loop`, carrying the LSTM states in and out as tensors, so `stream` calls it block after
+block. Temperature (0: greedy), top-k (0: off), top-p (1: off), the seed, the position and the
+sample number are per-row tensors and every shape is fixed but the batch, so no call retraces
+(and `jit_compile=True` compiles once per batch size); rows of one call may differ in all of
+them. The sampling rule (greedy, plain, or top-k/top-p first) is chosen once per call, each
+with its own loop, so no token pays for a branch. Token t of a row draws a uniform from a
+counter-based hash of (seed, sample number, t) and inverts the cumulative distribution at it:
+the text depends on the seed, not on the blocks, nor on the other rows of the batch.
 
 An empty prompt starts as if after a line break: the newline token is fed when the vocabulary
 has one; otherwise sampling starts from the zero state. TensorFlow is imported lazily, so bad
@@ -30,10 +32,10 @@ import numpy as np
 
 from textgen.errors import TextgenError
 from textgen.rundir import RunDir
-from textgen.stepmodel import FILTERED, GREEDY, PLAIN, StepModel, pick_tokens, sampling_rule
+from textgen.sampler import BLOCK, build_sampler
+from textgen.stepmodel import SEED_MODULUS, StepModel
 from textgen.tokenizers import UNKNOWN_ID, Tokenizer
 
-BLOCK = 256  # most tokens per compiled call: a call costs ~1 ms, 256 tokens ~25 ms (1 sample)
 STREAM_CHUNK = 64  # tokens per `stream` chunk by default: about a line of text at a time
 
 
@@ -100,12 +102,11 @@ def encode_prompt(
     return ids
 
 
-def seed_pair(seed: int | None) -> np.ndarray:
-    """Two int32 words of a seed for stateless random ops; None draws a fresh random seed."""
+def seed_value(seed: int | None) -> int:
+    """A seed as the sampler takes it (an int64 in [0, 2^62)); None draws a fresh random one."""
     if seed is None:
-        seed = secrets.randbits(62)
-    seed = int(seed) % (1 << 62)
-    return np.array([seed & 0x7FFFFFFF, seed >> 31], dtype=np.int32)  # (2,)
+        return secrets.randbits(62)
+    return int(seed) % SEED_MODULUS
 
 
 class Generator:
@@ -114,10 +115,10 @@ class Generator:
     Args:
         model: ids [batch, time] -> logits [batch, time, vocab] from `build_model`.
         tokenizer: The run's tokenizer.
-        jit_compile: XLA-compile the loop (one compile, seconds, per number of samples). On
-            a 2-core CPU, one sample: ~4x faster per character at 128 units, the same at 256
-            and 512 (`scripts/bench_sample.py`). XLA draws tokens by another algorithm, so a
-            seed gives other text than without it (the same text on every XLA run).
+        jit_compile: XLA-compile the loop (one compile, seconds, per number of samples): a
+            win for small models on a CPU, none at 256 units and more (docs/benchmarks.md,
+            `scripts/bench_sample.py`). The draws are the same ops either way; XLA's
+            float rounding may differ, so rarely a seed gives other text than without it.
     """
 
     def __init__(self, model, tokenizer: Tokenizer, *, jit_compile: bool = False) -> None:
@@ -127,7 +128,9 @@ class Generator:
         self.trace_count = 0  # Python-side executions of the traced body: 1 after any calls
         self._step = StepModel(model)
         self.block = BLOCK
-        self._chunk = self._build_chunk_fn(jit_compile)
+        self._sampler = build_sampler(
+            self._step, self.block, jit_compile=jit_compile, on_trace=self._count_trace
+        )
         newline = np.asarray(tokenizer.encode("\n"), dtype=np.int32)
         ok = len(newline) == 1 and newline[0] != UNKNOWN_ID
         self._start_ids = newline if ok else np.zeros(0, np.int32)  # (1,) or (0,)
@@ -136,6 +139,9 @@ class Generator:
         self._partial = np.array(
             ["\ufffd" in tokenizer.decode([i]) for i in range(self.vocab_size)], dtype=bool
         )
+
+    def _count_trace(self) -> None:
+        self.trace_count += 1
 
     def refresh(self) -> None:
         """Picks up the model's current weights (the trainer samples after each epoch)."""
@@ -231,17 +237,23 @@ class Generator:
         prompt_ids = encode_prompt(self.tokenizer, prompt, on_unknown=on_unknown)
         feed = prompt_ids if len(prompt_ids) else self._start_ids  # (prompt tokens,)
         states = self._step.zero_states(num_samples)  # (2 * layers, samples, units)
-        top_k = np.int32(min(top_k, self.vocab_size))
-        scalars = (np.float32(temperature), top_k, np.float32(top_p), seed_pair(seed))
+        n = num_samples
+        settings = {  # one value per sample: (samples,) each
+            "temperature": np.full(n, temperature, np.float32),
+            "top_k": np.full(n, min(top_k, self.vocab_size), np.int32),
+            "top_p": np.full(n, top_p, np.float32),
+            "seed": np.full(n, seed_value(seed), np.int64),
+            "sample": np.arange(n, dtype=np.int32),
+        }
         chunk_size = min(max(chunk_size, 1), self.block)
         while len(feed) > self.block:  # a long prompt: read all but the last block first
-            _, states = self._call(feed[: self.block], states, 0, 0, scalars)
+            _, states = self._call(feed[: self.block], states, 0, 0, settings)
             feed = feed[self.block :]
         held = [np.zeros(0, np.int32) for _ in range(num_samples)]
         done = 0
         while done < length:
             size = min(chunk_size, length - done)
-            tokens, states = self._call(feed, states, size, done, scalars)  # (samples, size)
+            tokens, states = self._call(feed, states, size, done, settings)  # (samples, size)
             feed, done = feed[:0], done + size
             texts = []
             for i, row in enumerate(tokens):
@@ -251,12 +263,20 @@ class Generator:
         if any(len(h) for h in held):
             yield [self.tokenizer.decode(h) for h in held]
 
-    def _call(self, feed: np.ndarray, states, size: int, position: int, scalars: tuple):
-        """One compiled call: reads `feed` (<= block tokens), samples `size` tokens."""
-        padded = np.zeros(self.block, np.int32)  # (block,)
-        padded[: len(feed)] = feed
-        tokens, states = self._chunk(
-            padded, np.int32(len(feed)), states, np.int32(size), np.int32(position), *scalars
+    def _call(self, feed: np.ndarray, states, size: int, position: int, settings: dict):
+        """One compiled call: all samples read `feed` (<= block tokens), then sample `size`."""
+        samples = len(settings["sample"])
+        padded = np.zeros((1, self.block), np.int32)  # (1, block): one prompt for all samples
+        padded[0, : len(feed)] = feed
+        feed_row = np.full(samples, 0 if len(feed) else -1, np.int32)  # (samples,)
+        tokens, states = self._sampler(
+            padded,
+            np.array([len(feed)], np.int32),
+            feed_row,
+            states,
+            np.int32(size),
+            np.full(samples, position, np.int32),
+            **settings,
         )  # (samples, block), (2 * layers, samples, units)
         return tokens.numpy()[:, :size], states
 
@@ -266,56 +286,3 @@ class Generator:
         while keep and self._partial[ids[keep - 1]]:
             keep -= 1
         return self.tokenizer.decode(ids[:keep]), ids[keep:]
-
-    def _build_chunk_fn(self, jit_compile: bool):
-        """The one compiled function: read `feed`, then sample up to `block` tokens."""
-        import tensorflow as tf
-
-        step, block, spec = self._step, self.block, tf.TensorSpec
-
-        @tf.function(
-            jit_compile=jit_compile,
-            input_signature=[
-                spec((block,), tf.int32),  # feed: tokens to read first (prompt), zero-padded
-                spec((), tf.int32),  # feed_length: how many of them are real
-                spec((2 * step.layers, None, step.units), tf.float32),  # (h, c) per layer
-                spec((), tf.int32),  # length: tokens to sample, <= block
-                spec((), tf.int32),  # position: tokens sampled before this call
-                spec((), tf.float32),  # temperature
-                spec((), tf.int32),  # top_k
-                spec((), tf.float32),  # top_p
-                spec((2,), tf.int32),  # seed
-            ],
-        )
-        def chunk(feed, feed_length, states, length, position, temperature, top_k, top_p, seed):
-            self.trace_count += 1  # runs only while tracing
-            carry = step.carry_of(states)
-            carry = tf.cond(
-                feed_length > 0, lambda: step.warm_up(feed, feed_length, carry), lambda: carry
-            )
-            samples = tf.shape(states)[1]
-
-            def sample_with(rule: int, start: tuple):
-                def run():
-                    out = tf.zeros([block, samples], tf.int32)  # (block, samples): fixed for XLA
-
-                    def body(i, out, *carry):
-                        logits = step.logits(carry)  # (samples, vocab)
-                        key = tf.random.experimental.stateless_fold_in(seed, position + i)
-                        settings = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
-                        token = pick_tokens(rule, logits, seed=key, **settings)  # (samples,)
-                        out = tf.tensor_scatter_nd_update(out, [[i]], token[None])
-                        return (i + 1, out, *step.advance(token, carry))
-
-                    loop = tf.while_loop(lambda i, *_: i < length, body, (0, out, *start))
-                    return loop[1], loop[2:]
-
-                return run
-
-            # One loop per rule, the rule picked once: a branch per token costs ~30% of a step.
-            rule = sampling_rule(temperature, top_k, top_p)
-            loops = [sample_with(r, carry) for r in (GREEDY, PLAIN, FILTERED)]
-            out, final_carry = tf.switch_case(rule, loops)
-            return tf.transpose(out), step.states_of(final_carry)  # (samples, block), states
-
-        return chunk

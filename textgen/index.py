@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Sequence
 
@@ -31,6 +32,17 @@ def describe_index(index, *, built: bool, seconds: float | None = None) -> str:
     )
 
 
+def say_waiting(index_dir: str):
+    """An `on_wait` for `index_corpus` that says, on stderr, who this process waits for."""
+
+    def on_wait(pid: int | None) -> None:
+        who = f"process {pid}" if pid else "another process"
+        print(f"textgen: waiting for {who}, which is writing {index_dir}", file=sys.stderr,
+              flush=True)  # fmt: skip
+
+    return on_wait
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Indexes the config's corpus; prints one summary line."""
     parser = cli.config_parser("textgen.index", "Index a corpus into int32 memmaps.")
@@ -50,7 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         index, built = index_corpus(
-            cfg.data, min_split_tokens=cfg.windows.maxlen + 1, progress=progress, force=args.force
+            cfg.data,
+            min_split_tokens=cfg.windows.maxlen + 1,
+            progress=progress,
+            force=args.force,
+            on_wait=say_waiting(cfg.data.index_dir),
         )
     finally:
         bar.close()

@@ -1,4 +1,4 @@
-"""A lean LSTM for training on a CPU: Keras' weights, few ops per step, a hand-written backward.
+"""A lean LSTM for CPU training: Keras' weights, few ops per time step, a hand-written backward.
 
 On a CPU the cost of `keras.layers.LSTM` is TensorFlow's per-op work inside the time loop (and in
 the autodiff of that loop), not arithmetic. This kernel keeps Keras' weights and math exactly
@@ -69,14 +69,14 @@ def _recurrence(xz, h0, c0, recurrent_kernel, unroll, jit):
 
     @tf.custom_gradient
     def recurrence(xz, h0, c0, recurrent_kernel):
-        records = forward(xz, h0, c0, recurrent_kernel, unroll)  # (time, batch, 6 * units)
+        # stop_gradient: an eager tape must not record the loop itself (its gradient is `grad`).
+        inputs = [tf.stop_gradient(t) for t in (xz, h0, c0, recurrent_kernel)]
+        records = forward(*inputs, unroll)  # (time, batch, 6 * units)
         units = recurrent_kernel.shape[0]
         h_seq = tf.cast(records[:, :, 5 * units :], h0.dtype)  # (time, batch, units)
 
         def grad(d_h_seq, d_h_last, d_c_last):
-            return backward(
-                records, xz, h0, c0, recurrent_kernel, d_h_seq, d_h_last, d_c_last, unroll
-            )
+            return backward(records, *inputs[1:], d_h_seq, d_h_last, d_c_last, unroll)
 
         return (h_seq, h_seq[-1], records[-1, :, 4 * units : 5 * units]), grad
 
@@ -106,9 +106,8 @@ def _forward(xz, h0, c0, recurrent_kernel, unroll):
     return _time_loop(step, xz, (h0, c0), 6 * c0.shape[1], unroll, reverse=False)[0]
 
 
-def _backward(records, xz, h0, c0, recurrent_kernel, d_h_seq, d_h_last, d_c_last, unroll):
+def _backward(records, h0, c0, recurrent_kernel, d_h_seq, d_h_last, d_c_last, unroll):
     """Gradients w.r.t. (xz, h0, c0, recurrent_kernel) from the saved records."""
-    del xz
     units = recurrent_kernel.shape[0]
     dtype = h0.dtype
     i, f, g, o, c, h = tf.split(records, 6, axis=2)  # (time, batch, units) each
@@ -151,16 +150,15 @@ def _time_loop(step, seq, carry, width, unroll, *, reverse):
     """Runs `step(x_t, *carry) -> (*carry, out_t)` over `seq` (time, batch, ...), `unroll` steps
     per iteration; out_t is (batch, width).
 
-    Returns (outs (time, ...), *carry). Runs backwards in time when `reverse`. With
-    `time % unroll` != 0 the remaining steps run in a second loop, one step per iteration.
+    Returns (outs (time, batch, width), *carry). Runs backwards in time when `reverse`. The last
+    `time % unroll` steps run in a second loop, one step per iteration; a length unknown when
+    tracing runs one step per iteration.
     """
-    time = seq.shape[0] if seq.shape[0] is not None else tf.shape(seq)[0]
-    batch = seq.shape[1]
-    if unroll == 1:
-        return _loop(step, seq, carry, time, [batch, width], reverse)
+    time, batch = seq.shape[0], seq.shape[1]
+    if unroll == 1 or time is None:
+        count = tf.shape(seq)[0] if time is None else time
+        return _loop(step, seq, carry, count, [batch, width], reverse)
     full = time // unroll
-    rest = time - full * unroll
-    main = tf.reshape(seq[: full * unroll], [full, unroll, *_rest_shape(seq)])
 
     def block(xs, *carry):
         outs = [None] * unroll
@@ -169,20 +167,19 @@ def _time_loop(step, seq, carry, width, unroll, *, reverse):
             *carry, outs[j] = step(xs[j], *carry)
         return (*carry, tf.stack(outs))
 
+    main = tf.reshape(seq[: full * unroll], [full, unroll, *_rest_shape(seq)])
     parts = [
         (block, main, full, [unroll, batch, width]),
-        (step, seq[full * unroll :], rest, [batch, width]),
+        (step, seq[full * unroll :], time % unroll, [batch, width]),
     ]
     outs = [None, None]
     for k in (1, 0) if reverse else (0, 1):
         fn, xs, count, out_shape = parts[k]
-        if isinstance(count, int) and count == 0:
-            continue
-        outs[k], *carry = _loop(fn, xs, carry, count, out_shape, reverse)
-    out_main = outs[0]
-    if out_main is not None:
-        out_main = tf.reshape(out_main, [full * unroll, *_rest_shape(out_main)[1:]])
-    out = [x for x in (out_main, outs[1]) if x is not None]
+        if count:
+            outs[k], *carry = _loop(fn, xs, carry, count, out_shape, reverse)
+    if outs[0] is not None:
+        outs[0] = tf.reshape(outs[0], [full * unroll, *_rest_shape(outs[0])[1:]])
+    out = [x for x in outs if x is not None]
     return (out[0] if len(out) == 1 else tf.concat(out, axis=0), *carry)
 
 
@@ -244,7 +241,9 @@ class LeanLSTM(keras.layers.LSTM):
     """
 
     steps_per_iteration = DEFAULT_UNROLL  # time steps per loop iteration (benchmarks set it)
-    jit_loops = False  # compile the two loops with XLA (benchmarks set it)
+    # Training compiles the two loops with XLA from this width on: ~1.3x the updates/s at 256 units
+    # for a one-off compile of a few seconds per shape (too dear for the tests' tiny models).
+    jit_min_units = 128
 
     def __init__(self, units, lstm_kernel: str = "auto", **kwargs):
         super().__init__(units, **kwargs)
@@ -286,6 +285,6 @@ class LeanLSTM(keras.layers.LSTM):
             initial_state[0],
             initial_state[1],
             unroll=self.steps_per_iteration,
-            jit=self.jit_loops,
+            jit=training is True and self.units >= self.jit_min_units,
         )
         return h_last, outputs, [h_last, c_last]

@@ -79,8 +79,8 @@ class BackgroundWriter:
         while (item := self._pending.get()) is not None:
             buffer, length = item
             if self._error is None:
-                try:
-                    buffer[:length].tofile(self._file)
+                try:  # file.write, not tofile: a full disk is an OSError with its errno
+                    self._file.write(memoryview(buffer[:length]).cast("B"))
                 except BaseException as e:  # surfaced to the producer by put/__exit__
                     self._error = e
             self._free.put(buffer)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 
-from textgen.config import TrainConfig
+from textgen.carry import CarriedState
+from textgen.config import TrainConfig, precision_policy
 
 
 def learning_rate_schedule(train_cfg: TrainConfig, total_steps: int):
@@ -69,7 +70,13 @@ _WarmupCosine = None
 
 
 def compile_train_steps(
-    model, optimizer, strategy, train_cfg: TrainConfig, *, targets_per_window: int
+    model,
+    optimizer,
+    strategy,
+    train_cfg: TrainConfig,
+    *,
+    targets_per_window: int,
+    carried: CarriedState | None = None,
 ):
     """Returns `train_steps(iterator, steps) -> mean loss`: one tf.function running `steps` steps.
 
@@ -79,17 +86,24 @@ def compile_train_steps(
         strategy: The tf.distribute strategy the model was built under.
         train_cfg: The train section (batch size, clipping, precision).
         targets_per_window: maxlen for the `sequence` target, 1 for `next`.
+        carried: The streams' carried LSTM states (`windows.carry_state`), or None: every
+            window starts from zeros. `train_steps(iterator, steps, reset)` then starts the
+            streams afresh at the call's first step when `reset` is true (a new epoch).
     """
     import tensorflow as tf
 
     tc, next_target = train_cfg, targets_per_window == 1
     tokens_per_batch = float(tc.batch_size * targets_per_window)
     variables = model.trainable_variables
-    loss_scaled = tc.mixed_precision == "mixed_float16"
+    loss_scaled = precision_policy(tc) == "mixed_float16"
 
-    def replica_step(x, y):
+    def replica_step(x, y, reset):
+        new_states = tf.zeros(())  # no carried state
         with tf.GradientTape() as tape:
-            logits = model(x, training=True)  # (batch, time, vocab)
+            if carried is None:
+                logits = model(x, training=True)  # (batch, time, vocab)
+            else:
+                logits, new_states = carried.forward(x, reset, training=True)
             if next_target:
                 logits = logits[:, -1, :]  # (batch, vocab)
             nats = tf.nn.sparse_softmax_cross_entropy_with_logits(
@@ -108,14 +122,18 @@ def compile_train_steps(
             factor = tf.minimum(1.0, tc.clip_norm / (norm + 1e-6))
             grads = [g * tf.cast(factor, g.dtype) for g in grads]
         optimizer.apply(grads, variables)
-        return loss
+        return loss, new_states
 
     @tf.function
-    def train_steps(iterator, steps):
+    def train_steps(iterator, steps, reset=False):
         total = tf.constant(0.0)
-        for _ in tf.range(steps):
-            per_replica = strategy.run(replica_step, args=next(iterator))
-            total += strategy.reduce("SUM", per_replica, axis=None)
+        for i in tf.range(steps):
+            x, y = next(iterator)
+            first = tf.logical_and(reset, tf.equal(i, 0))  # calls never cross an epoch's end
+            loss, new_states = strategy.run(replica_step, args=(x, y, first))
+            total += strategy.reduce("SUM", loss, axis=None)
+            if carried is not None:
+                carried.update(strategy, new_states)
         return total / tf.cast(steps, tf.float32)
 
     return train_steps

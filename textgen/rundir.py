@@ -4,8 +4,10 @@ RUN/config.yaml          resolved config of the run
 RUN/tokenizer.json|.model the run's tokenizer (a copy of the index's)
 RUN/checkpoints/         tf.train.CheckpointManager: model, optimizer, counters, RNG state
 RUN/model.keras          best model by val loss: int32 ids [batch, time] -> logits
-RUN/metrics.jsonl        one JSON object per evaluation
+RUN/metrics.jsonl        one JSON object per evaluation (`runlog.py`: cut back on resume)
 RUN/samples.txt          samples after each epoch
+RUN/corpus.json          the sources and counts of the index the run last started on
+RUN/.lock                held (flock) by the one `train` writing the run (`dirlock.py`)
 RUN/curves.png           train and val bits per character by step (when matplotlib is installed)
 RUN/tensorboard/         scalars
 """
@@ -13,16 +15,26 @@ RUN/tensorboard/         scalars
 from __future__ import annotations
 
 import json
-import os
+import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from textgen import runlog
 from textgen.config import Config, load_config
+from textgen.dirlock import DirLock, run_dir_lock
 from textgen.errors import TextgenError
+from textgen.filewrite import remove_files, write_atomic, writing
 from textgen.tokenizers import Tokenizer, load_tokenizer
+
+_CHECKPOINT_FILE = re.compile(r"ckpt-(\d+)(?:\.index|\.data-\d+-of-\d+)?")
+
+
+class DamagedCheckpointWarning(UserWarning):
+    """A checkpoint did not restore, and an older one was used instead."""
 
 
 class RunDir:
@@ -44,6 +56,7 @@ class RunDir:
     curves = property(lambda self: self.path / "curves.png")
     samples = property(lambda self: self.path / "samples.txt")
     tensorboard = property(lambda self: self.path / "tensorboard")
+    corpus_record = property(lambda self: self.path / "corpus.json")
 
     def check_usable(self) -> None:
         """Raises if the run dir cannot be one (a file is in the way); creates nothing."""
@@ -64,20 +77,28 @@ class RunDir:
                 f"cannot create the run dir: {e.strerror or e}", str(self.path)
             ) from None
 
+    def lock(self) -> DirLock:
+        """Creates the run dir and takes its writer lock (one `train` per run dir).
+
+        Raises:
+            TextgenError: `run dir is in use by process PID`, or the dir cannot be created.
+        """
+        self.prepare()
+        return run_dir_lock(self.path).acquire()
+
     def checkpoint_prefixes(self) -> list[str]:
         """Path prefixes of the checkpoints on disk (`.../ckpt-N`), newest (largest N) first.
 
         Read from the files themselves, not from TensorFlow's `checkpoint` state file, which
-        a crash or a user can leave pointing at nothing.
+        a crash or a user can leave pointing at nothing or unreadable. A checkpoint with any
+        of its files (`.index` or `.data-*`) is listed: one whose index is missing is damaged,
+        not absent.
         """
         if not self.checkpoints.is_dir():
             return []
-        numbered = []
-        for index_file in self.checkpoints.glob("ckpt-*.index"):
-            number = index_file.name[len("ckpt-") : -len(".index")]
-            if number.isdigit():
-                numbered.append((int(number), str(index_file.with_suffix(""))))
-        return [prefix for _, prefix in sorted(numbered, reverse=True)]
+        numbers = {checkpoint_number(p.name) for p in self.checkpoints.glob("ckpt-*")}
+        numbers.discard(None)
+        return [str(self.checkpoints / f"ckpt-{n}") for n in sorted(numbers, reverse=True)]
 
     def latest_checkpoint(self) -> str | None:
         """Path prefix of the newest checkpoint on disk, or None."""
@@ -114,38 +135,117 @@ class RunDir:
     def load_model(self, checkpoint: str = "best"):
         """Loads the run's trained model (int32 ids [batch, time] -> logits).
 
+        `best` without model.keras and `latest` use the newest checkpoint that restores; a
+        damaged newer one is passed over with a `DamagedCheckpointWarning`.
+
         Args:
             checkpoint: As in `resolve_checkpoint`.
 
         Raises:
-            TextgenError: a missing run or checkpoint, or an unreadable file.
+            TextgenError: a missing run or checkpoint, an unreadable file, a tokenizer that
+                does not fit the model, or no checkpoint that restores.
         """
         path = self.resolve_checkpoint(checkpoint)
-        from textgen.model import build_model  # also registers LeanLSTM for model.keras
-
         if path == str(self.best_model):
             import keras
 
+            from textgen.lstm_kernel import LeanLSTM
+
             try:
-                return keras.models.load_model(path, compile=False)
+                model = keras.models.load_model(
+                    path, compile=False, custom_objects={"textgen>LeanLSTM": LeanLSTM}
+                )
             except Exception as e:  # Keras raises many types for a damaged zip
                 raise TextgenError(f"cannot load model: {e.__class__.__name__}", path) from None
+            self._check_vocabulary(model.output_shape[-1], path)
+            return model
+        from textgen.checkpoints import restore_newest
+
+        if checkpoint not in ("best", "latest"):  # a named checkpoint: that one or an error
+            return restore_newest([path], self._restore_model, where=path).value
+        restored = restore_newest(self.checkpoint_prefixes(), self._restore_model,
+                                  where=str(self.checkpoints))  # fmt: skip
+        for damaged in restored.damaged:
+            warnings.warn(f"{damaged.describe()}; using {restored.path}",
+                          DamagedCheckpointWarning, stacklevel=2)  # fmt: skip
+        return restored.value
+
+    def _restore_model(self, prefix: str):
+        """The model of one checkpoint; raises DamagedCheckpoint if it does not restore."""
         import tensorflow as tf
+
+        from textgen.checkpoints import DamagedCheckpoint, damage_reason
+        from textgen.model import build_model
 
         model = build_model(self.load_config().model, self.load_tokenizer().vocab_size)
         try:
-            tf.train.Checkpoint(model=model).restore(path).expect_partial()
+            tf.train.Checkpoint(model=model).restore(prefix).expect_partial()
         except (tf.errors.OpError, ValueError, AssertionError, IndexError) as e:
-            raise TextgenError(f"corrupt checkpoint: {e.__class__.__name__}", path) from None
+            shape = re.search(r"incompatible tensor with shape \((\d+), \d+\).*embedding", str(e))
+            if shape:
+                self._check_vocabulary(int(shape.group(1)), prefix)
+            raise DamagedCheckpoint(damage_reason(e)) from None
         return model
+
+    def _check_vocabulary(self, model_vocab: int, where: str) -> None:
+        """Refuses a tokenizer whose vocabulary is not the size the model was trained on."""
+        tokens = self.load_tokenizer().vocab_size
+        if tokens != model_vocab:
+            raise TextgenError(
+                f"the run's tokenizer has {tokens} tokens but its model was trained on "
+                f"{model_vocab}: the tokenizer file is from another run",
+                str(self.path),
+            )
 
     def clear(self) -> None:
         """Removes what a run writes (for `train.fresh`); leaves other files alone."""
         for name in ("checkpoints", "tensorboard"):
             shutil.rmtree(self.path / name, ignore_errors=True)
-        for path in (self.best_model, self.metrics, self.curves, self.samples, self.config_file):
+        for path in (self.best_model, self.metrics, self.curves, self.samples, self.config_file,
+                     self.corpus_record):  # fmt: skip
             path.unlink(missing_ok=True)
         self._config = self._tokenizer = None
+
+    def remove_leftovers(self) -> None:
+        """Removes temporary files of writes that a killed process left (under the lock)."""
+        remove_files([
+            *self.path.glob(".tmp-*"),  # model.keras being written
+            *self.path.glob(".*.tmp-*"),  # write_atomic's temporaries
+            *self.checkpoints.glob("ckpt-*_temp*"),  # TensorFlow's checkpoint being written
+            *self.checkpoints.glob("checkpoint.tmp*"),  # its state file being written
+        ])  # fmt: skip
+
+    def start_writing(self, cfg: Config, index: Any, *, step: int) -> None:
+        """Makes the run dir agree with the checkpoint at `step` before training writes to it.
+
+        Removes leftovers of killed writes, cuts metrics.jsonl and samples.txt back to what
+        that checkpoint has seen (`step` 0: no checkpoint, nothing), then writes config.yaml,
+        the tokenizer and the corpus record. The chief calls it holding the run dir's lock.
+        """
+        self.remove_leftovers()
+        runlog.cut_metrics(self.metrics, step)
+        runlog.cut_samples(self.samples, step)
+        self.save_config(cfg)
+        with writing("the tokenizer", self.path):
+            index.tokenizer.save(self.path)
+        record = {"sources": index.meta["sources"], "counts": index.meta["counts"]}
+        write_atomic(self.corpus_record, json.dumps(record, indent=1), what="corpus.json")
+        self._tokenizer = None
+
+    def load_corpus_record(self) -> dict[str, Any] | None:
+        """The sources and counts of the index the run last started on (None if unknown)."""
+        try:
+            record = json.loads(self.corpus_record.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) else None
+
+    def save_model(self, model) -> None:
+        """Writes model.keras through a temporary file (removed if the write fails)."""
+        tmp = self.path / f".tmp-{self.best_model.name}"  # Keras wants the .keras suffix
+        with writing("model.keras", self.best_model, cleanup=lambda: remove_files([tmp])):
+            model.save(tmp)
+            tmp.replace(self.best_model)
 
     def load_config(self) -> Config:
         """The run's saved, resolved config (read once)."""
@@ -155,11 +255,7 @@ class RunDir:
             raise TextgenError("run dir not found", str(self.path))
         if not self.config_file.is_file():
             raise TextgenError("not a run dir (no config.yaml)", str(self.path))
-        try:
-            raw = yaml.safe_load(self.config_file.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            raise TextgenError(f"unreadable config.yaml: {e}", str(self.config_file)) from None
-        self._config = load_config(None, (), base=raw or {})
+        self._config = load_config(self.config_file)  # errors name the file, line and column
         return self._config
 
     def save_config(self, cfg: Config) -> None:
@@ -174,20 +270,19 @@ class RunDir:
         return self._tokenizer
 
     def append_metrics(self, record: dict[str, Any]) -> None:
-        """Appends one evaluation record to metrics.jsonl."""
-        with open(self.metrics, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        """Appends one evaluation record to metrics.jsonl (one line, one write)."""
+        runlog.append_text(self.metrics, json.dumps(record) + "\n", what="metrics.jsonl")
+
+    def append_samples(self, text: str) -> None:
+        """Appends a block of samples (starting `=== epoch E step S ===`) to samples.txt."""
+        runlog.append_text(self.samples, text, what="samples.txt")
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        """All records of metrics.jsonl (empty if none)."""
-        if not self.metrics.is_file():
-            return []
-        lines = self.metrics.read_text(encoding="utf-8").splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
+        """The records of metrics.jsonl (empty if none; a torn line is skipped)."""
+        return runlog.read_records(self.metrics)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Writes text to a temporary sibling, then renames it over `path`."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+def checkpoint_number(path: str) -> int | None:
+    """N of a checkpoint prefix or file (`.../ckpt-N`, `ckpt-N.index`, `ckpt-N.data-*`)."""
+    match = _CHECKPOINT_FILE.fullmatch(Path(path).name)
+    return int(match.group(1)) if match else None

@@ -49,9 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--xla",
         action="store_true",
-        help="XLA-compile the sampling loop: it compiles for seconds, then runs ~4x faster per "
+        help="XLA-compile the sampling loop: it compiles for seconds, then runs faster per "
         "character for models of 128 units or fewer on a CPU (worth it for long outputs); the "
-        "same seed gives other text than without --xla",
+        "same seed usually gives the same text as without --xla (float rounding may differ)",
     )
     args = parser.parse_args(argv)
 

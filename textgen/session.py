@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from textgen.carry import CarriedState
 from textgen.checkpoints import TrainCheckpoint, TrainCounters
-from textgen.config import Config
+from textgen.config import Config, precision_policy
 from textgen.dataplan import DataPlan
 from textgen.optimization import compile_train_steps, learning_rate_schedule
 
@@ -38,16 +39,20 @@ class TrainSession:
         with strategy.scope():
             self.model = build_model(cfg.model, data.index.vocab_size)
             self.schedule = learning_rate_schedule(tc, data.schedule_steps)  # or a constant
-            optimizer = keras.optimizers.Adam(self.schedule)
-            if tc.mixed_precision == "mixed_float16":
+            optimizer = keras.optimizers.Adam(self.schedule, beta_2=tc.adam_beta2)
+            if precision_policy(tc) == "mixed_float16":
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             optimizer.build(self.model.trainable_variables)
             self.optimizer = optimizer
-            self.checkpoint = TrainCheckpoint(self.model, optimizer, checkpoint_dir)
-        # train_steps(iterator, steps) -> mean loss: `steps` optimizer steps in one call.
+            # The streams' LSTM states, carried from batch to batch (windows.carry_state).
+            self.carried = CarriedState(self.model, tc.batch_size) if data.carry_state else None
+            extra = {"carried_states": self.carried.variable} if self.carried else {}
+            self.checkpoint = TrainCheckpoint(self.model, optimizer, checkpoint_dir, **extra)
+        # train_steps(iterator, steps, reset) -> mean loss: `steps` optimizer steps in one call.
         self.train_steps = compile_train_steps(
-            self.model, optimizer, strategy, tc, targets_per_window=data.targets_per_window
-        )
+            self.model, optimizer, strategy, tc, targets_per_window=data.targets_per_window,
+            carried=self.carried,
+        )  # fmt: skip
 
     def set_horizon(self, steps: int) -> None:
         """Ends the cosine schedule at `steps` (no-op for a constant learning rate)."""

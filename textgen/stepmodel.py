@@ -8,6 +8,8 @@ the *next* token is computed as soon as this token's `h` exists, and carried. Th
 sampled token to the next then holds one matmul per layer above the first plus the logits; the
 recurrent matmuls run beside it on another core (TensorFlow runs independent ops of a graph in
 parallel). docs/benchmarks.md has the figures (one stream at the base size, 2 cores).
+The sampling helpers below take per-row tensors: every row of a batch has its own temperature,
+top-k, top-p and random stream.
 Its tensors are variables, so `refresh` loads newer weights into a compiled sampler without
 retracing.
 """
@@ -142,50 +144,134 @@ class StepModel:
         return tf.matmul(top_h, self.dense_kernel) + self.dense_bias
 
     def warm_up(self, feed, feed_length, carry: tuple) -> tuple:
-        """Reads the prompt once for all samples (they share the state at the start)."""
+        """Reads prompts of several lengths side by side from their carries.
+
+        Args:
+            feed: (prompts, block) int32 tokens, zero-padded.
+            feed_length: (prompts,) int32, how many of each row's tokens are real.
+            carry: The carry of each prompt's row, (prompts, ...) each.
+
+        Returns:
+            The carry after each prompt's own tokens (a row stops at its length).
+        """
         import tensorflow as tf
 
-        samples = tf.shape(carry[0])[0]
-        first = tuple(x[:1] for x in carry)  # (1, ...) each
+        def body(t, *old):
+            new = self.advance(feed[:, t], old)
+            live = (t < feed_length)[:, None]  # (prompts, 1)
+            return (t + 1, *(tf.where(live, n, o) for n, o in zip(new, old, strict=True)))
 
-        def body(t, *one):
-            return (t + 1, *self.advance(feed[t][None], one))
-
-        loop = tf.while_loop(lambda t, *_: t < feed_length, body, (tf.constant(0), *first))
-        return tuple(tf.tile(x, [samples, 1]) for x in loop[1:])
+        longest = tf.reduce_max(feed_length)  # int32 min for no prompt: the loop does not run
+        loop = tf.while_loop(lambda t, *_: t < longest, body, (tf.constant(0), *carry))
+        return tuple(loop[1:])
 
 
-GREEDY, PLAIN, FILTERED = 0, 1, 2  # the sampling rules; `Generator` compiles a loop for each
+GREEDY, PLAIN, FILTERED = 0, 1, 2  # the sampling rules; the sampler compiles a loop for each
+_GOLDEN = 0x9E3779B97F4A7C15  # splitmix64's increment (2^64 / golden ratio)
+_MIX = (0xBF58476D1CE4E5B9, 0x94D049BB133111EB)  # splitmix64's finalizer multipliers
+SEED_MODULUS = 1 << 62  # seeds are taken modulo this, in Python and in the graph alike
 
 
 def sampling_rule(temperature, top_k, top_p):
-    """The sampling rule for these arguments, chosen once per call (no branch per token).
+    """The sampling rule for a batch of rows, chosen once per call (no branch per token).
 
     Args:
-        temperature: Scalar float32 tensor; 0 is greedy.
-        top_k: Scalar int32 tensor; 0 is off.
-        top_p: Scalar float32 tensor; 1 is off.
+        temperature: (rows,) float32; 0 is greedy.
+        top_k: (rows,) int32; 0 is off.
+        top_p: (rows,) float32; 1 is off.
 
     Returns:
-        A scalar int32 tensor: GREEDY at temperature 0, else FILTERED when top-k or top-p is
-        on, else PLAIN.
+        A scalar int32 tensor: GREEDY when every row has temperature 0; PLAIN when every row
+        samples without top-k or top-p; else FILTERED (greedy rows of a mixed batch keep only
+        their likeliest token there).
     """
     import tensorflow as tf
 
-    filtering = (top_k > 0) | (top_p < 1.0)
-    return tf.where(temperature > 0, tf.where(filtering, FILTERED, PLAIN), GREEDY)
+    greedy = temperature <= 0  # (rows,)
+    filtering = (top_k > 0) | (top_p < 1.0)  # (rows,)
+    plain = tf.where(tf.reduce_any(filtering | greedy), FILTERED, PLAIN)
+    return tf.where(tf.reduce_all(greedy), GREEDY, plain)
 
 
-def pick_tokens(rule: int, logits, *, temperature, top_k, top_p, seed):
+def row_settings(temperature, top_k, top_p):
+    """Per-row factors for `pick_tokens`: (inverse temperature, top-k, top-p), each (rows, 1).
+
+    A greedy row (temperature 0) gets inverse temperature 1 and top-k 1: its only candidate
+    is its likeliest token, so a draw returns the argmax.
+    """
+    import tensorflow as tf
+
+    greedy = temperature <= 0
+    inverse = tf.where(greedy, 1.0, 1.0 / tf.where(greedy, 1.0, temperature))  # (rows,)
+    top_k = tf.where(greedy, 1, top_k)
+    return inverse[:, None], top_k[:, None], top_p[:, None]
+
+
+def _mix64(z):
+    """splitmix64's finalizer: a bijective, well-mixed uint64 hash (elementwise)."""
+    import tensorflow as tf
+
+    bits = tf.bitwise
+    for shift, factor in ((30, _MIX[0]), (27, _MIX[1])):
+        z = bits.bitwise_xor(z, bits.right_shift(z, tf.constant(shift, tf.uint64)))
+        z = z * tf.constant(factor, tf.uint64)
+    return bits.bitwise_xor(z, bits.right_shift(z, tf.constant(31, tf.uint64)))
+
+
+def row_keys(seed, sample):
+    """One uint64 random key per row from its seed and its sample number.
+
+    Args:
+        seed: (rows,) int64, taken modulo 2^62 (as `generate.seed_value` does in Python).
+        sample: (rows,) int32, the row's number among the samples of its request: rows with
+            one seed but other numbers draw other text.
+
+    Returns:
+        (rows,) uint64.
+    """
+    import tensorflow as tf
+
+    seed = tf.bitcast(tf.math.floormod(seed, SEED_MODULUS), tf.uint64)
+    sample = tf.cast(tf.cast(sample, tf.int64) + 1, tf.uint64)
+    return _mix64(seed + sample * tf.constant(_GOLDEN, tf.uint64))
+
+
+def uniforms(keys, position, count):
+    """Uniform draws in (0, 1), one per row per token: a counter-based stream per row.
+
+    Token t of a row draws `mix(key + (t + 1) * golden)` (splitmix64), so the text depends on
+    the row's seed, sample number and position only: not on the blocks, nor on what else is
+    in the batch.
+
+    Args:
+        keys: (rows,) uint64 from `row_keys`.
+        position: (rows,) int32, tokens the row sampled before this call.
+        count: Scalar int32, tokens to draw for.
+
+    Returns:
+        (count, rows) float32, strictly inside (0, 1).
+    """
+    import tensorflow as tf
+
+    step = tf.cast(tf.range(count), tf.uint64)[:, None]  # (count, 1)
+    t = tf.cast(position, tf.uint64)[None, :] + step + 1  # (count, rows)
+    z = _mix64(keys[None, :] + t * tf.constant(_GOLDEN, tf.uint64))
+    top23 = tf.cast(tf.bitwise.right_shift(z, tf.constant(41, tf.uint64)), tf.float32)
+    return (top23 + 1.0) / (2.0**23 + 2.0)  # (count, rows)
+
+
+def pick_tokens(rule: int, logits, *, inverse_temperature, top_k, top_p, uniform):
     """One token per row by `rule`: the argmax, or a draw after temperature (and top-k, top-p).
 
-    Ties at the top-k / top-p cut-off are all kept.
+    The draw inverts the cumulative distribution at the row's uniform: a token of probability
+    0 (the unknown id, anything filtered out) is never returned. Ties at the top-k / top-p
+    cut-off are all kept.
 
     Args:
         rule: GREEDY, PLAIN or FILTERED (a Python int).
         logits: (rows, vocab) float32, -inf where a token must never be drawn (the unknown id).
-        temperature, top_k, top_p: Scalars; see `sampling_rule`.
-        seed: (2,) int32 for the stateless draw.
+        inverse_temperature, top_k, top_p: (rows, 1) each, from `row_settings`.
+        uniform: (rows,) float32 in (0, 1), from `uniforms`.
 
     Returns:
         (rows,) int32 token ids.
@@ -194,10 +280,12 @@ def pick_tokens(rule: int, logits, *, temperature, top_k, top_p, seed):
 
     if rule == GREEDY:
         return tf.argmax(logits, axis=1, output_type=tf.int32)
-    scaled = logits / temperature  # (rows, vocab)
+    scaled = logits * inverse_temperature  # (rows, vocab)
     if rule == FILTERED:
         scaled = top_k_top_p(scaled, top_k, top_p)
-    return tf.random.stateless_categorical(scaled, 1, seed, dtype=tf.int32)[:, 0]
+    cdf = tf.cumsum(tf.nn.softmax(scaled), axis=1)  # (rows, vocab), non-decreasing
+    target = uniform[:, None] * cdf[:, -1:]  # (rows, 1), strictly inside (0, total)
+    return tf.searchsorted(cdf, target, side="left", out_type=tf.int32)[:, 0]
 
 
 def top_k_top_p(logits, top_k, top_p):
@@ -205,8 +293,8 @@ def top_k_top_p(logits, top_k, top_p):
 
     Args:
         logits: (rows, vocab) float32, already divided by the temperature.
-        top_k: Scalar; 0 keeps all.
-        top_p: Scalar in (0, 1]; 1 keeps all. The likeliest token always stays.
+        top_k: (rows, 1) int32; 0 keeps all.
+        top_p: (rows, 1) float32 in (0, 1]; 1 keeps all. The likeliest token always stays.
 
     Returns:
         (rows, vocab) float32.
@@ -215,8 +303,8 @@ def top_k_top_p(logits, top_k, top_p):
 
     vocab = tf.shape(logits)[1]
     ordered = tf.sort(logits, axis=1, direction="DESCENDING")  # (rows, vocab)
-    k = tf.where(top_k > 0, tf.minimum(top_k, vocab), vocab)
-    in_k = tf.range(vocab) < k  # (vocab,)
+    k = tf.where(top_k > 0, tf.minimum(top_k, vocab), vocab)  # (rows, 1)
+    in_k = tf.range(vocab)[None, :] < k  # (rows, vocab)
     probs = tf.nn.softmax(tf.where(in_k, ordered, -np.inf))  # (rows, vocab)
     before = tf.cumsum(probs, axis=1, exclusive=True)  # mass of the likelier tokens
     keep = in_k & ((before < top_p) | (top_p >= 1.0))  # a prefix; rank 0 always kept

@@ -98,9 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = cli.config_parser("textgen.train", "Train (or resume) a character LSTM.")
     args = parser.parse_args(argv)
 
-    from textgen.config import load_config
+    from textgen.config import check_fits_in_memory, load_config
 
     cfg = load_config(args.config, args.overrides)
+    check_fits_in_memory(cfg)  # before TensorFlow loads: a model that cannot fit fails at once
     cli.quiet_tensorflow()
 
     from textgen.trainer import StopFlag, train

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from textgen.budget import TimeBudget
-from textgen.checkpoints import TrainCounters, check_resumable
-from textgen.config import Config
+from textgen.checkpoints import TrainCounters, check_resumable, resume_guard
+from textgen.config import Config, check_fits_in_memory, precision_policy
 from textgen.corpus import index_corpus
 from textgen.curves import CurvesPainter, write_scalars
 from textgen.dataplan import DataPlan
@@ -106,37 +106,42 @@ def train(
     pin_mmap_threshold()  # batch buffers go back to the OS: RSS stays flat over a long run
     run = RunDir(cfg.train.out_dir)
     run.check_usable()  # fail before indexing, but create nothing until the inputs are known good
+    check_fits_in_memory(cfg)  # a model that cannot fit is refused before anything is built
     index, built = index_corpus(
         cfg.data,
         min_split_tokens=cfg.windows.maxlen + 1,
         progress=lambda done, total: emit("index", done=done, total=total),
+        accept=resume_guard(run, cfg),  # a vocabulary the run cannot resume on: old index stays
     )
     emit("indexed", index=index, built=built)
     data = DataPlan(cfg, index)  # before TensorFlow: a bad batch size fails at once, alone
     # Multi-worker strategies must exist before TensorFlow runs anything else.
     strategy = make_strategy(cfg.train.distribute)
     chief = is_chief(strategy)
-    if cfg.train.fresh and chief:
-        run.clear()
-    run.prepare()  # every worker: the chief writes here, the others read its checkpoints
-    resume_from = run.latest_checkpoint()
-    notes = check_resumable(run, cfg, index.tokenizer) if resume_from else []
-    if chief:
-        run.save_config(cfg)
-        index.tokenizer.save(run.path)
+    lock = run.lock() if chief else None  # one writer per run dir; a second `train` is refused
     import keras
 
     policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(cfg.train.mixed_precision)
     # Non-chief workers must save too (saving may run collectives), but to a scratch dir.
     scratch = None if chief else Path(tempfile.mkdtemp(prefix="textgen-worker-"))
     try:
+        if cfg.train.fresh and chief:
+            run.clear()
+        run.prepare()  # every worker: the chief writes here, the others read its checkpoints
+        candidates = run.checkpoint_prefixes()  # newest first, damaged ones included
+        notes = check_resumable(run, cfg, index) if candidates else []
+        keras.mixed_precision.set_global_policy(precision_policy(cfg.train))
         session = TrainSession(cfg, data, strategy=strategy,
                                checkpoint_dir=scratch or run.checkpoints)  # fmt: skip
-        counters = session.checkpoint.restore(resume_from) if resume_from else TrainCounters()
+        restored = session.checkpoint.restore_newest(candidates, where=str(run.checkpoints))
+        counters = restored.value
+        for damaged in restored.damaged:
+            emit("warning", message=f"{damaged.describe()}; resuming from {restored.path}")
+        if chief:  # logs cut back to the checkpoint; config, tokenizer, corpus record
+            run.start_writing(cfg, index, step=counters.step)
         loop = _Loop(session, run, emit, chief=chief)
-        if resume_from:
-            emit("resume", checkpoint=resume_from, step=counters.step, epoch=counters.epoch,
+        if restored.path:
+            emit("resume", checkpoint=restored.path, step=counters.step, epoch=counters.epoch,
                  batch=counters.batch, total=loop.total_steps(counters), notes=notes)  # fmt: skip
         else:
             emit("start", steps=loop.total_steps(counters), budget=loop.describe_budget(),
@@ -146,6 +151,8 @@ def train(
         keras.mixed_precision.set_global_policy(policy)  # leave the process as it was
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)
+        if lock:
+            lock.release()
 
 
 class _Loop:
@@ -210,7 +217,8 @@ class _Loop:
                     break
                 else:
                     steps = self._next_call_size(counters)
-                    loss = float(session.train_steps(iterator, tf.constant(steps, tf.int32)))
+                    call = (tf.constant(steps, tf.int32), tf.constant(counters.batch == 0))
+                    loss = float(session.train_steps(iterator, *call))  # reset at an epoch start
                     if self.budget:
                         self.budget.observe_call(counters.step + steps)
                     reason, metrics = self._after_call(counters, steps, loss, metrics)
@@ -222,7 +230,7 @@ class _Loop:
         if reason != "interrupted" and counters.step > 0:  # Ctrl-C means: exit now
             metrics = self._evaluate(counters, loss, final=True)
         self.emit("stop", reason=reason, step=counters.step, epoch=counters.epoch,
-                  checkpoint=session.checkpoint.manager.latest_checkpoint if self.chief else None,
+                  checkpoint=session.checkpoint.latest if self.chief else None,
                   weights=weights_fingerprint(session.model))  # fmt: skip
         return TrainResult(self.run_dir.path, counters.step, counters.epoch, reason,
                            counters.best_val_loss, metrics)  # fmt: skip
@@ -328,10 +336,7 @@ class _Loop:
         return record
 
     def _save_best_model(self) -> None:
-        path = self.run_dir.best_model
-        tmp = path.with_name(f".tmp-{path.name}")  # Keras wants the .keras suffix
-        self.session.model.save(tmp)
-        tmp.replace(path)
+        self.run_dir.save_model(self.session.model)
 
     def _write_samples(self, counters: TrainCounters) -> None:
         """Appends samples at the configured temperatures to samples.txt."""
@@ -350,8 +355,7 @@ class _Loop:
             )[0]
             lines.append(f"--- temperature {temperature}\n{sc.prompt}{text}")
             self.emit("sample", temperature=temperature, text=sc.prompt + text)
-        with open(self.run_dir.samples, "a", encoding="utf-8") as f:
-            f.write("\n".join(lines) + "\n\n")
+        self.run_dir.append_samples("\n".join(lines) + "\n\n")
 
 
 def weights_fingerprint(model) -> str:

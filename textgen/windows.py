@@ -106,15 +106,8 @@ def _mix(x: np.ndarray) -> np.ndarray:
         return x ^ (x >> np.uint64(31))
 
 
-class BatchPlan:
-    """Batch k of epoch e for one shard, computed directly from (seed, e, k).
-
-    Args:
-        spec: The split's windows.
-        batch_size: The global batch (windows per step over all shards).
-        seed: The run's seed.
-        num_shards: Replicas sharing each global batch; each reads its own disjoint rows.
-    """
+class _RowPlan:
+    """What both plans share: rows per shard, and reading and iterating their batches."""
 
     def __init__(
         self, spec: WindowSpec, batch_size: int, seed: int, *, num_shards: int = 1
@@ -126,21 +119,11 @@ class BatchPlan:
             )
         self.spec, self.batch_size, self.seed = spec, batch_size, seed
         self.num_shards = num_shards
-        self.rows = batch_size // num_shards  # windows this shard reads per step
-        self._order: tuple[int, EpochOrder] | None = None
-
-    @property
-    def batches_per_epoch(self) -> int:
-        """Full global batches in one pass over the windows (the remainder is skipped)."""
-        return self.spec.count // self.batch_size
+        self.rows = batch_size // num_shards  # rows this shard reads per step
 
     def starts(self, epoch: int, batch: int, shard: int = 0) -> np.ndarray:
-        """Window starts of `shard`'s rows of global batch `batch` in epoch `epoch`."""
-        if self._order is None or self._order[0] != epoch:
-            self._order = (epoch, EpochOrder(self.spec.count, self.seed, epoch))
-        first = batch * self.batch_size + shard * self.rows
-        windows = self._order[1](np.arange(first, first + self.rows))  # (rows,)
-        return self.spec.offset(self.seed, epoch) + windows * self.spec.step
+        """Where `shard`'s rows of global batch `batch` in epoch `epoch` start reading."""
+        raise NotImplementedError
 
     def batch(
         self, tokens: TokenFile, epoch: int, batch: int, shard: int = 0
@@ -169,6 +152,87 @@ class BatchPlan:
                 epoch, batch = epoch + 1, 0
 
 
+class BatchPlan(_RowPlan):
+    """Batch k of epoch e for one shard, computed directly from (seed, e, k).
+
+    Args:
+        spec: The split's windows.
+        batch_size: The global batch (windows per step over all shards).
+        seed: The run's seed.
+        num_shards: Replicas sharing each global batch; each reads its own disjoint rows.
+    """
+
+    def __init__(
+        self, spec: WindowSpec, batch_size: int, seed: int, *, num_shards: int = 1
+    ) -> None:
+        super().__init__(spec, batch_size, seed, num_shards=num_shards)
+        self._order: tuple[int, EpochOrder] | None = None
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Full global batches in one pass over the windows (the remainder is skipped)."""
+        return self.spec.count // self.batch_size
+
+    def starts(self, epoch: int, batch: int, shard: int = 0) -> np.ndarray:
+        """Window starts of `shard`'s rows of global batch `batch` in epoch `epoch`."""
+        if self._order is None or self._order[0] != epoch:
+            self._order = (epoch, EpochOrder(self.spec.count, self.seed, epoch))
+        first = batch * self.batch_size + shard * self.rows
+        windows = self._order[1](np.arange(first, first + self.rows))  # (rows,)
+        return self.spec.offset(self.seed, epoch) + windows * self.spec.step
+
+
+class StreamPlan(_RowPlan):
+    """Batch k of epoch e when each batch row is a contiguous stream (carried LSTM state).
+
+    The split is cut into `batch_size` equal regions, one per row. In epoch e every row starts
+    at the same seeded offset o_e < maxlen into its region, and batch k reads ids
+    `[region_r + o_e + k * maxlen, ... + maxlen + 1)`: batch k + 1 continues exactly where batch
+    k stopped. A new epoch starts every stream afresh (the trainer resets the carried state)::
+
+        split:  |---- row 0 ----|---- row 1 ----|---- row 2 ----| ...   (batch_size regions)
+        batch k:   [k] of each row, side by side -> x (rows, maxlen), y shifted by one
+
+    Args:
+        spec: The split's windows (its `maxlen`; the target must be `sequence`).
+        batch_size: The global batch: streams over all shards.
+        seed: The run's seed (the per-epoch offsets).
+        num_shards: Replicas; shard s carries rows `[s * rows, (s + 1) * rows)`.
+    """
+
+    def __init__(
+        self, spec: WindowSpec, batch_size: int, seed: int, *, num_shards: int = 1
+    ) -> None:
+        super().__init__(spec, batch_size, seed, num_shards=num_shards)
+        self.region = spec.tokens // batch_size  # ids per stream
+        self.max_offset = max(0, min(spec.maxlen - 1, self.region - spec.span))
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Steps until the streams reach the end of their regions."""
+        room = self.region - self.max_offset - 1  # the last target of a chunk is read too
+        return max(room // self.spec.maxlen, 0)
+
+    def offset(self, epoch: int) -> int:
+        """The epoch's shift of every stream's start."""
+        if self.max_offset == 0:
+            return 0
+        return int(np.random.default_rng([self.seed, epoch, 2]).integers(self.max_offset + 1))
+
+    def starts(self, epoch: int, batch: int, shard: int = 0) -> np.ndarray:
+        """Where `shard`'s rows of batch `batch` in epoch `epoch` start reading."""
+        rows = np.arange(shard * self.rows, (shard + 1) * self.rows, dtype=np.int64)  # (rows,)
+        return rows * self.region + self.offset(epoch) + batch * self.spec.maxlen
+
+
+def make_plan(
+    spec: WindowSpec, batch_size: int, seed: int, *, carry_state: bool, num_shards: int = 1
+) -> BatchPlan | StreamPlan:
+    """The batch plan of a run: independent windows, or streams when state is carried."""
+    plan = StreamPlan if carry_state else BatchPlan
+    return plan(spec, batch_size, seed, num_shards=num_shards)
+
+
 def eval_starts(tokens: int, maxlen: int, limit: int | None = None) -> np.ndarray:
     """Non-overlapping window starts over a split; `limit` evenly spaced ones if given."""
     starts = np.arange(0, max(tokens - maxlen, 0), maxlen, dtype=np.int64)  # each id once
@@ -178,7 +242,7 @@ def eval_starts(tokens: int, maxlen: int, limit: int | None = None) -> np.ndarra
 
 
 def train_dataset(
-    plan: BatchPlan,
+    plan: BatchPlan | StreamPlan,
     tokens: TokenFile,
     *,
     epoch: int,

@@ -1,0 +1,154 @@
+"""`textgen.export`: the SavedModel's generate signature, without textgen, with TF's own tools."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import assert_one_line_error, cli_env, run_cli, synthetic_text
+from run_fixtures import make_run
+
+from textgen.generate import Generator
+
+# Loads the export with TensorFlow alone: importing textgen fails in this process.
+NO_TEXTGEN = """
+import json, sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "textgen":
+            raise ImportError("textgen must not be needed")
+sys.meta_path.insert(0, Block())
+import tensorflow as tf
+model = tf.saved_model.load(sys.argv[1])
+out = model.signatures["serving_default"](
+    prompt=tf.constant(["Café ", "", "東京"]), length=tf.constant([40, 12, 25]),
+    temperature=tf.constant([0.0, 1.0, 0.7]), top_k=tf.constant([0, 0, 5]),
+    top_p=tf.constant([1.0, 1.0, 0.9]), seed=tf.constant([1, 2, -3], tf.int64))
+assert not any(m.split(".")[0] == "textgen" for m in sys.modules)
+print(json.dumps({"text": [t.decode() for t in out["text"].numpy()],
+                  "tokens": out["tokens"].numpy().tolist()}))
+"""
+
+
+def call(model, prompts, lengths, temperature=1.0, top_k=0, top_p=1.0, seeds=None) -> list[str]:
+    """The export's serving_default on a batch; scalars apply to every row."""
+    import tensorflow as tf
+
+    rows = len(prompts)
+    out = model.signatures["serving_default"](
+        prompt=tf.constant(prompts),
+        length=tf.constant(lengths, tf.int32),
+        temperature=tf.constant(np.broadcast_to(temperature, rows), tf.float32),
+        top_k=tf.constant(np.broadcast_to(top_k, rows), tf.int32),
+        top_p=tf.constant(np.broadcast_to(top_p, rows), tf.float32),
+        seed=tf.constant(seeds if seeds is not None else list(range(rows)), tf.int64),
+    )
+    assert out["tokens"].numpy().tolist() == list(lengths)
+    return [t.decode("utf-8") for t in out["text"].numpy()]
+
+
+@pytest.fixture(scope="module")
+def loaded(small_export: Path):
+    import tensorflow as tf
+
+    return tf.saved_model.load(str(small_export))
+
+
+@pytest.fixture(scope="module")
+def generator(small_run: Path) -> Generator:
+    return Generator.from_run(small_run)
+
+
+def test_reloads_in_a_fresh_process_without_textgen(small_export: Path, loaded) -> None:
+    env = {k: v for k, v in cli_env().items() if k != "PYTHONPATH"}
+    proc = subprocess.run(
+        [sys.executable, "-c", NO_TEXTGEN, str(small_export)],
+        cwd=str(small_export.parent), env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.splitlines()[-1])
+    assert result["tokens"] == [40, 12, 25]
+    assert [len(t) for t in result["text"]] == [40, 12, 25]
+    here = call(loaded, ["Café ", "", "東京"], [40, 12, 25], [0.0, 1.0, 0.7], [0, 0, 5],
+                [1.0, 1.0, 0.9], [1, 2, -3])  # fmt: skip
+    assert result["text"] == here  # same seed and inputs, same text, in any process
+
+
+def test_greedy_text_equals_the_generators(loaded, generator: Generator) -> None:
+    prompts = ["Café au ", "", "x" * 300]  # the last is longer than a block
+    texts = call(loaded, prompts, [60, 30, 20], temperature=0.0)
+    for prompt, text, length in zip(prompts, texts, [60, 30, 20], strict=True):
+        assert generator.generate(prompt, length, temperature=0.0) == [text]
+
+
+def test_a_seed_draws_the_generators_text_whatever_the_batch(loaded, generator) -> None:
+    alone = call(loaded, ["The "], [80], temperature=0.9, top_p=0.95, seeds=[5])
+    assert alone == generator.generate("The ", 80, temperature=0.9, top_p=0.95, seed=5)
+    assert alone == call(loaded, ["The "], [80], temperature=0.9, top_p=0.95, seeds=[5])
+    mixed = call(
+        loaded, ["a", "The ", ""], [10, 80, 300], [0.0, 0.9, 1.3], [0, 0, 3],
+        [1.0, 0.95, 1.0], [9, 5, 7],
+    )  # fmt: skip
+    assert mixed[1] == alone[0]  # the other rows' settings do not change a row's text
+    assert call(loaded, ["The "], [80], temperature=0.9, top_p=0.95, seeds=[6]) != alone
+
+
+def test_the_graph_rejects_bad_inputs(loaded) -> None:
+    import tensorflow as tf
+
+    for kwargs, message in [
+        ({"lengths": [-1]}, "length must be >= 0"),
+        ({"temperature": -0.5}, "temperature must be >= 0"),
+        ({"top_p": 0.0}, "top_p must be in"),
+        ({"top_k": -2}, "top_k must be >= 0"),
+    ]:
+        args = {"prompts": ["ab"], "lengths": [5], **kwargs}
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            call(loaded, args.pop("prompts"), args.pop("lengths"), **args)
+
+
+def test_saved_model_cli_show_and_run(small_export: Path) -> None:
+    cli = Path(sys.executable).with_name("saved_model_cli")
+    show = subprocess.run(
+        [cli, "show", "--dir", small_export, "--all"],
+        env=cli_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert show.returncode == 0, show.stderr[-2000:]
+    for name in ("prompt", "length", "temperature", "top_k", "top_p", "seed", "text", "tokens"):
+        assert f"['{name}']" in show.stdout
+    exprs = (  # Python literals; each is cast to its input's dtype
+        "prompt=['The ', ''];length=[30, 8];temperature=[0.0, 1.0];top_k=[0, 0];"
+        "top_p=[1.0, 1.0];seed=[1, 2]"
+    )
+    run = subprocess.run(
+        [cli, "run", "--dir", small_export, "--tag_set", "serve",
+         "--signature_def", "serving_default", "--input_exprs", exprs],
+        env=cli_env(), capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "Result for output key text" in run.stdout and "[30  8]" in run.stdout
+
+
+def test_export_cli(small_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "model"
+    proc = run_cli("textgen", "export", small_run, out, "--checkpoint", "latest", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "serving_default" in proc.stdout and (out / "saved_model.pb").is_file()
+    assert_one_line_error(run_cli("textgen.export", small_run, out), "output dir exists")
+    assert not list(tmp_path.glob(".model.*"))  # nothing half-written left behind
+
+
+def test_export_cli_bad_input(small_run: Path, tmp_path: Path, sp_tokenizer) -> None:
+    assert_one_line_error(run_cli("textgen.export", tmp_path / "nope", tmp_path / "o"), "not found")
+    assert_one_line_error(
+        run_cli("textgen.export", small_run, tmp_path / "o", "--checkpoint", "bestest"),
+        "unknown checkpoint",
+    )
+    text = synthetic_text(lines=60, seed=4)
+    sp_run = make_run(tmp_path / "sp", text, tokenizer=sp_tokenizer, steps=1)
+    line = assert_one_line_error(run_cli("textgen.export", sp_run, tmp_path / "o"), "char")
+    assert "SentencePiece" in line and not (tmp_path / "o").exists()

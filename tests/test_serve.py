@@ -1,0 +1,237 @@
+"""`textgen.serve`: every route and every bad request, over real HTTP to a real server process."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from conftest import assert_one_line_error, run_cli
+
+
+def post(url: str, body, *, raw: bytes | None = None, timeout: float = 60) -> tuple[int, dict]:
+    """POSTs JSON (or raw bytes); returns (status, parsed JSON body)."""
+    data = raw if raw is not None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method="POST")
+    request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def get(url: str) -> tuple[int, bytes]:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return response.status, response.read()
+
+
+def health(url: str) -> dict:
+    return json.loads(get(f"{url}/healthz")[1])
+
+
+def sse_events(payload: str) -> list[tuple[str, dict]]:
+    """(event, data) pairs of a Server-Sent Events body."""
+    out = []
+    for block in payload.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines())
+        out.append((fields.get("event", "message"), json.loads(fields["data"])))
+    return out
+
+
+@pytest.fixture(scope="module")
+def url(server) -> str:
+    return server[0]
+
+
+def test_generate(url: str) -> None:
+    status, body = post(f"{url}/v1/generate", {"prompt": "Café ", "length": 50, "seed": 3,
+                                               "temperature": 0.8, "num_samples": 3})  # fmt: skip
+    assert status == 200
+    assert len(body["texts"]) == 3 and all(len(t) == 50 for t in body["texts"])
+    assert len(set(body["texts"])) == 3  # samples of one request differ
+    assert body["tokens"] == [50, 50, 50] and body["seed"] == 3 and body["seconds"] > 0
+    again = post(f"{url}/v1/generate", {"prompt": "Café ", "length": 50, "seed": 3,
+                                        "temperature": 0.8, "num_samples": 3})[1]  # fmt: skip
+    assert again["texts"] == body["texts"]
+
+
+def test_texts_equal_the_exports(url: str, small_export: Path) -> None:
+    import tensorflow as tf
+
+    model = tf.saved_model.load(str(small_export))
+    expected = model.signatures["serving_default"](
+        prompt=tf.constant(["The ", ""]), length=tf.constant([40, 30]),
+        temperature=tf.constant([0.0, 1.1]), top_k=tf.constant([0, 4]),
+        top_p=tf.constant([1.0, 0.9]), seed=tf.constant([0, 11], tf.int64),
+    )["text"].numpy()  # fmt: skip
+    greedy = post(f"{url}/v1/generate", {"prompt": "The ", "length": 40, "temperature": 0})[1]
+    sampled = {"prompt": "", "length": 30, "temperature": 1.1, "top_k": 4, "top_p": 0.9}
+    drawn = post(f"{url}/v1/generate", {**sampled, "seed": 11})[1]
+    assert [greedy["texts"][0], drawn["texts"][0]] == [t.decode() for t in expected]
+
+
+def test_stream(url: str) -> None:
+    request = urllib.request.Request(
+        f"{url}/v1/stream", data=json.dumps({"prompt": "ab", "length": 300, "seed": 4}).encode(),
+        method="POST",
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=60) as response:
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        events = sse_events(response.read().decode())
+    texts = [data["text"] for kind, data in events if kind == "message"]
+    assert len(texts) > 1  # it arrived in pieces
+    assert events[-1][0] == "done" and events[-1][1]["tokens"] == [300]
+    whole = post(f"{url}/v1/generate", {"prompt": "ab", "length": 300, "seed": 4})[1]
+    assert "".join(texts) == whole["texts"][0]
+
+
+def test_tf_serving_predict(url: str) -> None:
+    instances = [
+        {"prompt": "The ", "length": 20, "temperature": 0.0, "top_k": 0, "top_p": 1.0, "seed": 1},
+        {"prompt": "a", "length": 7, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "seed": 2},
+    ]
+    status, body = post(f"{url}/v1/models/textgen:predict", {"instances": instances})
+    assert status == 200 and [p["tokens"] for p in body["predictions"]] == [20, 7]
+    assert [len(p["text"]) for p in body["predictions"]] == [20, 7]
+    columns = {k: [i[k] for i in instances] for k in instances[0]}
+    status, outputs = post(f"{url}/v1/models/textgen:predict", {"inputs": columns})
+    assert status == 200
+    assert outputs["outputs"]["text"] == [p["text"] for p in body["predictions"]]
+
+
+def test_page_and_healthz(url: str) -> None:
+    status, page = get(f"{url}/")
+    assert status == 200 and b'id="generate"' in page and b"/v1/stream" in page
+    assert health(url)["status"] == "ok"
+
+
+def test_concurrent_requests_share_calls(url: str) -> None:
+    before = health(url)["calls"]
+    body = {"prompt": "x", "length": 200, "temperature": 1.0}
+    with ThreadPoolExecutor(8) as pool:
+        results = list(
+            pool.map(lambda s: post(f"{url}/v1/generate", {**body, "seed": s}), range(16))
+        )
+    assert all(status == 200 for status, _ in results)
+    calls = health(url)["calls"] - before
+    assert calls < 16 * 4  # alone, each request would take 4 calls of <= 64 tokens
+
+
+BAD = [
+    ({"length": 5}, "prompt is required"),
+    ({"prompt": 5}, "prompt must be a string"),
+    ({"prompt": "a", "length": "5"}, "length must be an integer"),
+    ({"prompt": "a", "length": 0}, "length must be in [1, 1000000]"),
+    ({"prompt": "a", "length": 1000001}, "length must be in"),
+    ({"prompt": "a", "length": True}, "length must be an integer"),
+    ({"prompt": "a", "temperature": -0.1}, "temperature must be >= 0"),
+    ({"prompt": "a", "temperature": "hot"}, "temperature must be a number"),
+    ({"prompt": "a", "top_p": 0}, "top_p must be in (0, 1]"),
+    ({"prompt": "a", "top_p": 1.5}, "top_p must be in (0, 1]"),
+    ({"prompt": "a", "top_k": -1}, "top_k must be in"),
+    ({"prompt": "a", "num_samples": 5}, "num_samples must be in [1, 4]"),
+    ({"prompt": "a", "seed": 2**64}, "seed must be in"),
+    ({"prompt": "a", "lenght": 5}, "unknown field 'lenght'"),
+    ({"prompt": "a§bß§"}, "'§' (U+00A7) 'ß' (U+00DF)"),
+    ({"prompt": "a", "allow_unknown": "yes"}, "allow_unknown must be true or false"),
+    ([1, 2], "must be a JSON object"),
+]
+
+
+@pytest.mark.parametrize("route", ["generate", "stream"])
+@pytest.mark.parametrize("body, message", BAD, ids=[m for _, m in BAD])
+def test_bad_requests(url: str, route: str, body, message: str) -> None:
+    status, answer = post(f"{url}/v1/{route}", body)
+    assert status == 400 and list(answer) == ["error"]
+    assert message in answer["error"] and "\n" not in answer["error"]
+
+
+def test_bad_bodies_and_routes(url: str) -> None:
+    for raw, message in [
+        (b"{not json", "invalid JSON"),
+        (b"\xff\xfe", "invalid JSON"),
+        (json.dumps({"prompt": "a" * 70_000}).encode(), "over 64 KiB"),
+        (b'{"prompt": "\\ud800"}', "lone surrogate"),
+    ]:
+        status, answer = post(f"{url}/v1/generate", None, raw=raw)
+        assert status == 400 and message in answer["error"], answer
+    for body, message in [
+        ({"instances": []}, "non-empty list"),
+        ({"rows": []}, "instances"),
+        ({"instances": [{"prompt": "a", "top_p": 2}]}, "top_p"),
+        ({"inputs": {"prompt": ["a", "b"], "length": [3]}}, "same number"),
+    ]:
+        status, answer = post(f"{url}/v1/models/textgen:predict", body)
+        assert status == 400 and message in answer["error"], answer
+    with pytest.raises(urllib.error.HTTPError) as e:
+        get(f"{url}/v1/nothing")
+    assert e.value.code == 404 and json.loads(e.value.read()) == {"error": "Not Found"}
+
+
+def test_unknown_characters_can_be_substituted(url: str) -> None:
+    body = {"prompt": "a§b", "length": 10, "allow_unknown": True}
+    status, answer = post(f"{url}/v1/generate", body)
+    assert status == 200 and len(answer["texts"][0]) == 10
+
+
+def test_bad_requests_leave_the_server_whole(url: str, server) -> None:
+    def rss_kb() -> int:
+        status = Path(f"/proc/{server[1].pid}/status").read_text()
+        return int(
+            next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))
+        )
+
+    def burst() -> None:
+        for i in range(100):
+            body, _ = BAD[i % len(BAD)]
+            assert post(f"{url}/v1/generate", body)[0] == 400
+            assert post(f"{url}/v1/generate", None, raw=b"x" * (i * 700))[0] == 400
+
+    burst()  # warm up allocations
+    before = rss_kb()
+    burst()
+    burst()
+    assert rss_kb() - before < 10_000  # KiB: no growth per bad request
+    assert server[1].poll() is None and health(url)["status"] == "ok"
+
+
+def test_a_client_that_leaves_mid_stream_stops_its_sampling(url: str) -> None:
+    before = health(url)
+    host, port = urllib.parse.urlsplit(url).netloc.split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    body = json.dumps({"prompt": "a", "length": 1_000_000})  # minutes of sampling
+    connection.request("POST", "/v1/stream", body, {"Content-Type": "application/json"})
+    response = connection.getresponse()
+    assert response.status == 200 and response.readline().startswith(b"data: ")
+    connection.sock.shutdown(socket.SHUT_RDWR)
+    connection.close()
+    for _ in range(600):
+        now = health(url)
+        if now["cancelled_requests"] > before["cancelled_requests"]:
+            break
+        time.sleep(0.05)
+    assert now["cancelled_requests"] == before["cancelled_requests"] + 1
+    assert now["active_rows"] == 0
+    calls = now["calls"]
+    time.sleep(0.3)
+    assert health(url)["calls"] == calls  # nothing samples any more
+
+
+def test_serve_cli_bad_input(tmp_path: Path, url: str) -> None:
+    assert_one_line_error(run_cli("textgen.serve", tmp_path / "nope"), "no such run dir")
+    port = urllib.parse.urlsplit(url).port
+    line = assert_one_line_error(run_cli("textgen", "serve", tmp_path, "--port", port))
+    assert "cannot listen" in line and f"127.0.0.1:{port}" in line
+    assert_one_line_error(run_cli("textgen.serve", tmp_path, "--max-length", "0"), "max-length")
+
+
+def test_binds_to_loopback_by_default(server) -> None:
+    assert server[0].startswith("http://127.0.0.1:")

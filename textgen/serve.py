@@ -1,0 +1,76 @@
+"""`python -m textgen.serve RUN_DIR_OR_EXPORT [--host H] [--port P]`: serve a model over HTTP.
+
+Loads the model once (an export written by `textgen.export`, or a run dir), then serves
+`POST /v1/generate`, `POST /v1/stream` (Server-Sent Events), `POST /v1/models/textgen:predict`
+(TensorFlow Serving's REST format), a web page at `/` and `/healthz` (see textgen/server.py).
+Binds to 127.0.0.1 unless told otherwise; `--port 0` picks a free port. Needs the `serve`
+extra (`pip install .[serve]`).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Sequence
+
+from textgen import cli
+from textgen.errors import TextgenError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serves a model until interrupted."""
+    parser = cli.ArgumentParser(
+        prog="textgen.serve", description="Serve a run or an export over HTTP."
+    )
+    parser.add_argument("model", help="an export dir (textgen.export) or a run dir")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port (8000; 0: any free one)")
+    parser.add_argument("--max-length", type=int, default=2000, help="most tokens a request asks")
+    parser.add_argument("--max-samples", type=int, default=16, help="most samples per request")
+    parser.add_argument("--max-batch", type=int, default=32, help="most rows in one call")
+    parser.add_argument("--checkpoint", default="best", help="for a run dir: best, latest, path")
+    args = parser.parse_args(argv)
+    for name in ("max_length", "max_samples", "max_batch"):
+        if getattr(args, name) < 1:
+            raise TextgenError(f"--{name.replace('_', '-')} must be >= 1", "command line")
+    if args.max_samples > args.max_batch:
+        raise TextgenError("--max-samples must be <= --max-batch", "command line")
+    if not 0 <= args.port <= 65535:
+        raise TextgenError("--port must be in [0, 65535]", "command line")
+    try:
+        import starlette  # noqa: F401
+        import uvicorn
+    except ImportError:
+        raise TextgenError("serving needs the serve extra: pip install '.[serve]'", "") from None
+
+    from textgen.batcher import Backend
+    from textgen.server import Limits, create_app
+
+    sock = _bind(args.host, args.port)  # before the slow part: a taken port fails fast
+    cli.quiet_tensorflow()
+    with cli.native_stderr_silenced():
+        backend = Backend.load(args.model, args.checkpoint)
+        app = create_app(
+            backend, limits=Limits(args.max_length, args.max_samples), max_rows=args.max_batch
+        )
+    host, port = sock.getsockname()[:2]
+    print(f"serving {args.model} on http://{host}:{port}/ (Ctrl-C stops)", flush=True)
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2)
+    uvicorn.Server(config).run(sockets=[sock])
+    return 0
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening socket, or a TextgenError saying why not."""
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as e:
+        raise TextgenError(f"cannot listen: {e.strerror or e}", f"{host}:{port}") from None
+    return sock
+
+
+if __name__ == "__main__":
+    cli.run(main)

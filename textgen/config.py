@@ -78,7 +78,8 @@ class TrainConfig:
     out_dir: str = "runs/base"  # run dir: config, checkpoints, model.keras, metrics, samples
     checkpoint_every: int = 200  # steps; a crash loses at most this much work
     eval_every: int = 200  # steps between evaluations on a bounded val sample
-    eval_windows: int = 256  # val windows per periodic evaluation; the end evaluates all of val
+    eval_windows: int = 256  # periodic evaluations score eval_windows x maxlen val tokens (as
+    # streams); the final one scores all of val
     patience: int = 0  # evaluations without val improvement before stopping; 0: never stop early
     steps_per_call: int = 10  # train steps per tf.function call, to cut Python overhead
     distribute: Literal["auto", "none", "mirrored", "multi_worker"] = "auto"

@@ -43,3 +43,22 @@ def test_stream_model_reading_in_pieces_equals_reading_at_once() -> None:
         states = [np.asarray(s) for s in states]
         pieces.append(np.asarray(logits))
     np.testing.assert_allclose(np.concatenate(pieces, axis=1), model(ids), atol=1e-5)
+
+
+def test_a_carried_state_run_samples_after_each_epoch_and_from_its_run_dir(tmp_path) -> None:
+    from conftest import REPO_ROOT, write_corpus
+
+    from textgen.generate import Generator
+    from textgen.trainer import train
+
+    corpus = write_corpus(tmp_path, "the quick brown fox jumps over the lazy dog.\n" * 300)
+    cfg = load_config(REPO_ROOT / "configs" / "tiny.yaml", [
+        f"data.path={corpus}", f"data.index_dir={tmp_path / 'index'}",
+        f"train.out_dir={tmp_path / 'run'}", "windows.carry_state=true",
+    ])  # fmt: skip
+    result = train(cfg)
+    assert result.stop_reason == "done" and result.epoch == 2
+    samples = (tmp_path / "run" / "samples.txt").read_text(encoding="utf-8")
+    assert samples.count("=== epoch") == 2
+    text = Generator.from_run(tmp_path / "run").generate("the ", 40, seed=1)[0]
+    assert len(text) == 40

@@ -291,11 +291,13 @@ class LeanLSTM(keras.layers.LSTM):
         if training and 0.0 < cell.dropout < 1.0:
             # Keras' mask: made once per call from the first step, cached by the cell.
             sequences = sequences * cell.get_dropout_mask(sequences[:, 0, :])[:, None, :]
+        # Tensors, not variables: a variable read inside tf.custom_gradient would make TF demand
+        # a `variables` argument of the gradient function.
         outputs, h_last, c_last = lstm_sequence(
             sequences,
             tf.cast(cell.kernel, dtype),
             tf.cast(cell.recurrent_kernel, dtype),
-            cell.bias if cell.use_bias else None,
+            tf.convert_to_tensor(cell.bias) if cell.use_bias else None,
             initial_state[0],
             initial_state[1],
             unroll=self.steps_per_iteration,

@@ -28,7 +28,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-DEFAULT_UNROLL = 4  # steps per loop iteration: 1.37x the updates/s of 1 at 16 x 64 (bench_lstm.py)
+DEFAULT_UNROLL = 4  # steps per loop iteration: the fastest of 1, 2, 4, 8 (docs/benchmarks.md)
 
 
 def lstm_sequence(
@@ -254,9 +254,8 @@ class LeanLSTM(keras.layers.LSTM):
     """
 
     steps_per_iteration = DEFAULT_UNROLL  # time steps per loop iteration (benchmarks set it)
-    # Training compiles the two loops with XLA from this width on: 1.14-1.31x the updates/s of the
-    # uncompiled loops at 256 units (bench_lstm.py), for a compile of a few seconds per shape
-    # (too dear for the tests' tiny models).
+    # Training compiles the two loops with XLA from this width on: faster per update at 256 units
+    # (docs/benchmarks.md), for a compile of a few seconds per shape (too dear for tiny models).
     jit_min_units = 128
 
     def __init__(self, units, lstm_kernel: str = "auto", **kwargs):

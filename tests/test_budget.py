@@ -83,12 +83,12 @@ def test_the_fitted_horizon_spends_the_remaining_time_at_the_measured_rate() -> 
     budget.observe_call(30)
     assert not budget.measured()  # two steady calls, but no time measured yet
     opened, first = budget.window
-    budget.window = (opened - 30.0, first)  # as if the 20 steps since had taken 30 s
-    budget.observe_eval(10.0)  # ... of which an evaluation took 10 s
+    budget.window = (opened - 60.0, first)  # as if the 20 steps since had taken 60 s
+    budget.observe_eval(20.0)  # ... of which an evaluation took 20 s
     assert budget.measured()
-    # (30 s - 10 s of evaluation) / 20 steps, plus the evaluation spread over eval_every steps.
-    assert budget.seconds_per_step(30) == pytest.approx(20 / 20 + 10 / 100, rel=1e-3)
+    # (60 s - 20 s of evaluation) / 20 steps, plus the evaluation spread over eval_every steps.
+    assert budget.seconds_per_step(30) == pytest.approx(40 / 20 + 20 / 100, rel=1e-3)
     remaining = budget.remaining()
     assert 499 < remaining <= 500  # 600 s, of which 100 were spent by an earlier invocation
     horizon = budget.fit_horizon(step=30)
-    assert horizon == pytest.approx(30 + 0.97 * remaining / 1.1, abs=1)
+    assert horizon == pytest.approx(30 + 0.98 * remaining / 2.2, abs=1)

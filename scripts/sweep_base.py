@@ -2,9 +2,9 @@
 
     python scripts/sweep_base.py [--seconds 300] [--candidates NAME,...]
 
-Each candidate trains on the default corpus for the same wall time (`train.max_time`), with the
-same constant learning rate, in a fresh process, one after another; the final evaluation covers
-all of val. The winner, with a cosine schedule sized to the real budget, becomes configs/base.yaml.
+Each candidate is configs/base.yaml plus its overrides, trained on the default corpus for the same
+time budget (`train.max_time`: the cosine schedule is fitted to it), in a fresh process, one after
+another (run it alone); the final evaluation scores all of val (streamed).
 """
 
 from __future__ import annotations
@@ -20,12 +20,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 CANDIDATES = {
-    "2x512": ["model.units=512", "model.layers=2"],
-    "2x384": ["model.units=384", "model.layers=2"],
-    "2x256": ["model.units=256", "model.layers=2"],
-    "1x512": ["model.units=512", "model.layers=1"],
-    "3x256": ["model.units=256", "model.layers=3"],
-    "2x256_b128": ["model.units=256", "model.layers=2", "train.batch_size=128"],
+    "base": [],  # 2 x 256, 32 x 64 batches, carried state, lr 2e-3, beta2 0.99
+    "b16": ["train.batch_size=16"],
+    "b64": ["train.batch_size=64"],
+    "t128": ["windows.maxlen=128", "windows.step=128"],
+    "2x384": ["model.units=384"],
+    "lr3e-3": ["train.learning_rate=0.003"],
+    "beta2_0.999": ["train.adam_beta2=0.999"],
+    "3x256": ["model.layers=3"],
 }
 
 
@@ -33,8 +35,8 @@ def run(name: str, seconds: float, workdir: Path) -> dict:
     """Trains one candidate for `seconds`; returns its final metrics."""
     out = workdir / name
     words = [*CANDIDATES[name], f"train.out_dir={out}", f"train.max_time={seconds}",
-             "train.lr_schedule=constant", "train.epochs=50", "train.fresh=true",
-             "train.eval_every=100000", "train.checkpoint_every=100000"]  # fmt: skip
+             "train.fresh=true", "train.eval_every=100000",
+             "train.checkpoint_every=100000"]  # fmt: skip
     env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
     cmd = [sys.executable, "-m", "textgen.train", "configs/base.yaml", *words]
     subprocess.run(cmd, cwd=REPO, env=env, check=True, capture_output=True)

@@ -148,3 +148,15 @@ def server(small_export: Path):
     yield url, proc
     proc.terminate()
     proc.wait(timeout=30)
+
+
+def tiny_lstm_model(vocab: int, *, seed: int):
+    """An untrained 2 x 8 LSTM model (embedding 4): both layers' states must be carried."""
+    import keras
+
+    from textgen.config import load_config
+    from textgen.model import build_model
+
+    cfg = load_config(None, ["model.units=8", "model.layers=2", "model.embedding_dim=4"])
+    keras.utils.set_random_seed(seed)
+    return build_model(cfg.model, vocab)

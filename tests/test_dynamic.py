@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import tiny_lstm_model
 from run_fixtures import make_run
 
-from textgen.config import load_config
 from textgen.dynamic import CLIP, EPS, WARMUP, DynamicEvaluator, DynamicSettings, adapt_generator
 from textgen.errors import TextgenError
 from textgen.scoring import ArrayTokens, Scorer
@@ -18,13 +18,7 @@ VOCAB = 7
 
 @pytest.fixture(scope="module")
 def model():
-    import keras
-
-    from textgen.model import build_model
-
-    cfg = load_config(None, ["model.units=8", "model.layers=2", "model.embedding_dim=4"])
-    keras.utils.set_random_seed(4)
-    return build_model(cfg.model, VOCAB)
+    return tiny_lstm_model(VOCAB, seed=4)
 
 
 def hand_dynamic(model, ids: np.ndarray, settings: DynamicSettings) -> float:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import tiny_lstm_model
 
-from textgen.config import load_config
 from textgen.scoring import ArrayTokens, Scorer, stream_layout
 
 VOCAB = 7
@@ -14,13 +14,7 @@ VOCAB = 7
 @pytest.fixture(scope="module")
 def model():
     """A tiny untrained 2-layer model (the state of both layers must be carried)."""
-    import keras
-
-    from textgen.model import build_model
-
-    cfg = load_config(None, ["model.units=8", "model.layers=2", "model.embedding_dim=4"])
-    keras.utils.set_random_seed(3)
-    return build_model(cfg.model, VOCAB)
+    return tiny_lstm_model(VOCAB, seed=3)
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import subprocess
@@ -132,10 +133,27 @@ def small_export(small_run: Path, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def server(small_export: Path):
-    """`python -m textgen.serve EXPORT --port 0` in a subprocess; yields (base URL, process)."""
+def sp_run(tmp_path_factory, sp_tokenizer) -> Path:
+    """A briefly trained sentencepiece run (unigram, 400 pieces, 1 x 32 units)."""
+    from run_fixtures import make_run
+
+    text = synthetic_text(lines=200, seed=SERVE_TEXT_SEED)
+    return make_run(tmp_path_factory.mktemp("sp") / "run", text, tokenizer=sp_tokenizer, steps=30)
+
+
+@pytest.fixture(scope="session")
+def sp_export(sp_run: Path, tmp_path_factory) -> Path:
+    """`sp_run` exported as a SavedModel."""
+    from textgen.export import export
+
+    return export(sp_run, tmp_path_factory.mktemp("sp_export") / "model")
+
+
+@contextlib.contextmanager
+def start_server(model: Path):
+    """`python -m textgen.serve MODEL --port 0` in a subprocess; gives (base URL, process)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "textgen.serve", str(small_export), "--port", "0",
+        [sys.executable, "-m", "textgen.serve", str(model), "--port", "0",
          "--max-length", "1000000", "--max-samples", "4"],
         cwd=str(REPO_ROOT), env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True,
@@ -145,9 +163,18 @@ def server(small_export: Path):
         proc.kill()
         pytest.fail(f"the server did not start: {line}{proc.stderr.read()}")
     url = line.split(" on ")[1].split()[0].rstrip("/")
-    yield url, proc
-    proc.terminate()
-    proc.wait(timeout=30)
+    try:
+        yield url, proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def server(small_export: Path):
+    """The char export served; yields (base URL, process)."""
+    with start_server(small_export) as running:
+        yield running
 
 
 def tiny_lstm_model(vocab: int, *, seed: int):

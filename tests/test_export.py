@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, cli_env, run_cli, synthetic_text
-from run_fixtures import make_run
+from conftest import assert_one_line_error, cli_env, run_cli
 
 from textgen.generate import Generator
 
@@ -32,6 +31,19 @@ assert not any(m.split(".")[0] == "textgen" for m in sys.modules)
 print(json.dumps({"text": [t.decode() for t in out["text"].numpy()],
                   "tokens": out["tokens"].numpy().tolist()}))
 """
+FRESH_ARGS = (["Café ", "", "東京"], [40, 12, 25], [0.0, 1.0, 0.7], [0, 0, 5], [1.0, 1.0, 0.9],
+              [1, 2, -3])  # fmt: skip
+
+
+def fresh_process_call(export_dir: Path) -> dict:
+    """NO_TEXTGEN's result: {text, tokens} for FRESH_ARGS, from a process without textgen."""
+    env = {k: v for k, v in cli_env().items() if k != "PYTHONPATH"}
+    proc = subprocess.run(
+        [sys.executable, "-c", NO_TEXTGEN, str(export_dir)],
+        cwd=str(export_dir.parent), env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.splitlines()[-1])
 
 
 def call(model, prompts, lengths, temperature=1.0, top_k=0, top_p=1.0, seeds=None) -> list[str]:
@@ -64,18 +76,10 @@ def generator(small_run: Path) -> Generator:
 
 
 def test_reloads_in_a_fresh_process_without_textgen(small_export: Path, loaded) -> None:
-    env = {k: v for k, v in cli_env().items() if k != "PYTHONPATH"}
-    proc = subprocess.run(
-        [sys.executable, "-c", NO_TEXTGEN, str(small_export)],
-        cwd=str(small_export.parent), env=env, capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(proc.stdout.splitlines()[-1])
+    result = fresh_process_call(small_export)
     assert result["tokens"] == [40, 12, 25]
     assert [len(t) for t in result["text"]] == [40, 12, 25]
-    here = call(loaded, ["Café ", "", "東京"], [40, 12, 25], [0.0, 1.0, 0.7], [0, 0, 5],
-                [1.0, 1.0, 0.9], [1, 2, -3])  # fmt: skip
-    assert result["text"] == here  # same seed and inputs, same text, in any process
+    assert result["text"] == call(loaded, *FRESH_ARGS)  # same seed and inputs, same text
 
 
 def test_greedy_text_equals_the_generators(loaded, generator: Generator) -> None:
@@ -120,17 +124,8 @@ def test_saved_model_cli_show_and_run(small_export: Path) -> None:
     assert show.returncode == 0, show.stderr[-2000:]
     for name in ("prompt", "length", "temperature", "top_k", "top_p", "seed", "text", "tokens"):
         assert f"['{name}']" in show.stdout
-    exprs = (  # Python literals; each is cast to its input's dtype
-        "prompt=['The ', ''];length=[30, 8];temperature=[0.0, 1.0];top_k=[0, 0];"
-        "top_p=[1.0, 1.0];seed=[1, 2]"
-    )
-    run = subprocess.run(
-        [cli, "run", "--dir", small_export, "--tag_set", "serve",
-         "--signature_def", "serving_default", "--input_exprs", exprs],
-        env=cli_env(), capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert "Result for output key text" in run.stdout and "[30  8]" in run.stdout
+    out = saved_model_cli_run(small_export)
+    assert "Result for output key text" in out and "[30  8]" in out
 
 
 def test_export_cli(small_run: Path, tmp_path: Path) -> None:
@@ -142,13 +137,42 @@ def test_export_cli(small_run: Path, tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".model.*"))  # nothing half-written left behind
 
 
-def test_export_cli_bad_input(small_run: Path, tmp_path: Path, sp_tokenizer) -> None:
+def test_export_cli_bad_input(small_run: Path, tmp_path: Path) -> None:
     assert_one_line_error(run_cli("textgen.export", tmp_path / "nope", tmp_path / "o"), "not found")
     assert_one_line_error(
         run_cli("textgen.export", small_run, tmp_path / "o", "--checkpoint", "bestest"),
         "unknown checkpoint",
     )
-    text = synthetic_text(lines=60, seed=4)
-    sp_run = make_run(tmp_path / "sp", text, tokenizer=sp_tokenizer, steps=1)
-    line = assert_one_line_error(run_cli("textgen.export", sp_run, tmp_path / "o"), "char")
-    assert "SentencePiece" in line and not (tmp_path / "o").exists()
+    assert not (tmp_path / "o").exists()
+
+
+def saved_model_cli_run(export_dir: Path) -> str:
+    """`saved_model_cli run` on two requests; returns its stdout."""
+    exprs = (  # Python literals; each is cast to its input's dtype
+        "prompt=['The ', ''];length=[30, 8];temperature=[0.0, 1.0];top_k=[0, 0];"
+        "top_p=[1.0, 1.0];seed=[1, 2]"
+    )
+    cli = Path(sys.executable).with_name("saved_model_cli")
+    run = subprocess.run(
+        [cli, "run", "--dir", export_dir, "--tag_set", "serve",
+         "--signature_def", "serving_default", "--input_exprs", exprs],
+        env=cli_env(), capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    return run.stdout
+
+
+def test_a_sentencepiece_run_exports_with_its_tokenizer_in_the_graph(sp_run, sp_export) -> None:
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(sp_export))
+    generator = Generator.from_run(sp_run)
+    prompts = ["Café au ", "", "unseen ∮ and 𝄞 ", "x" * 300]  # byte fallback; longer than a block
+    texts = call(loaded, prompts, [60, 30, 20, 10], temperature=0.0)
+    for prompt, text, length in zip(prompts, texts, [60, 30, 20, 10], strict=True):
+        assert generator.generate(prompt, length, temperature=0.0) == [text]
+    drawn = call(loaded, ["The "], [80], temperature=0.9, top_p=0.95, seeds=[5])
+    assert drawn == generator.generate("The ", 80, temperature=0.9, top_p=0.95, seed=5)
+    result = fresh_process_call(sp_export)  # pieces, not characters: tokens != len(text)
+    assert result["tokens"] == [40, 12, 25] and result["text"] == call(loaded, *FRESH_ARGS)
+    assert "Result for output key text" in saved_model_cli_run(sp_export)

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, run_cli, start_server
 
 
 def post(url: str, body, *, raw: bytes | None = None, timeout: float = 60) -> tuple[int, dict]:
@@ -235,3 +235,25 @@ def test_serve_cli_bad_input(tmp_path: Path, url: str) -> None:
 
 def test_binds_to_loopback_by_default(server) -> None:
     assert server[0].startswith("http://127.0.0.1:")
+
+
+def test_a_sentencepiece_model_serves_and_streams_whole_characters(sp_export: Path) -> None:
+    import tensorflow as tf
+
+    model = tf.saved_model.load(str(sp_export))
+    expected = model.signatures["serving_default"](
+        prompt=tf.constant(["Zürich ∮ "]), length=tf.constant([200]),
+        temperature=tf.constant([1.3]), top_k=tf.constant([0]),
+        top_p=tf.constant([1.0]), seed=tf.constant([21], tf.int64),
+    )["text"].numpy()[0].decode()  # fmt: skip
+    body = {"prompt": "Zürich ∮ ", "length": 200, "temperature": 1.3, "seed": 21}
+    with start_server(sp_export) as (url, _):
+        status, whole = post(f"{url}/v1/generate", body)
+        assert status == 200 and whole["texts"] == [expected] and whole["tokens"] == [200]
+        request = urllib.request.Request(
+            f"{url}/v1/stream", data=json.dumps(body).encode(), method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            events = sse_events(response.read().decode())
+        texts = [data["text"] for kind, data in events if kind == "message"]
+        assert "".join(texts) == expected  # byte pieces are joined across chunks

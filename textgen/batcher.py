@@ -11,10 +11,11 @@ position, so a request's text does not depend on which others share its calls.
 
 from __future__ import annotations
 
+import codecs
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +35,11 @@ class Backend:
         meta = {k: v.numpy() for k, v in module.metadata().items()}
         self.module, self.source = module, source
         self.kind = meta["kind"].decode()
-        self.pieces = [p.decode("utf-8") for p in meta["pieces"]]  # id -> text
+        self.pieces = list(meta["pieces"])  # id -> bytes (a sentencepiece byte piece: one byte)
         self.block, self.layers, self.units = (int(meta[k]) for k in ("block", "layers", "units"))
         self.newline = int(meta["newline"])
-        self.chars = frozenset(self.pieces[1:]) if self.kind == "char" else None
+        chars = [p.decode("utf-8") for p in self.pieces[1:]] if self.kind == "char" else None
+        self.chars = None if chars is None else frozenset(chars)  # sentencepiece: every char
 
     @classmethod
     def load(cls, path: str | Path, checkpoint: str = "best") -> Backend:
@@ -62,7 +64,8 @@ class Backend:
         return cls(export.build_module(path, checkpoint), str(path))
 
     def unknown_chars(self, prompt: str) -> list[str]:
-        """Distinct prompt characters outside the vocabulary, in order of appearance."""
+        """Distinct prompt characters outside the vocabulary, in order of appearance (none for
+        sentencepiece: byte fallback encodes every character)."""
         if self.chars is None:
             return []
         return [c for c in dict.fromkeys(prompt) if c not in self.chars]
@@ -100,6 +103,13 @@ class Job:
     done: int = 0  # tokens sampled per row so far
     states: np.ndarray | None = None  # (2 * layers, samples, units) between calls
     feed: np.ndarray | None = None  # prompt ids still to read (the last block)
+    decoders: list = field(default_factory=list)  # per row: UTF-8 across calls (byte pieces)
+
+    def text(self, row: int, data: bytes) -> str:
+        """A row's new text: `data` decoded after what the row's earlier calls left partial."""
+        while len(self.decoders) <= row:
+            self.decoders.append(codecs.getincrementaldecoder("utf-8")(errors="replace"))
+        return self.decoders[row].decode(data, final=self.done >= self.length)
 
     def cancel(self) -> None:
         """Stops the job at the next call boundary (e.g. its client left)."""
@@ -221,7 +231,7 @@ class Batcher:
             take = min(size, job.length - job.done)
             job.done += take
             for i, row in enumerate(tokens[rows, :take]):
-                job.emit(i, "".join(self.backend.pieces[t] for t in row))
+                job.emit(i, job.text(i, b"".join(self.backend.pieces[t] for t in row)))
         self.active = [j for j in jobs if not (j.done >= j.length and self._retire(j))]
 
     def _retire(self, job: Job) -> bool:

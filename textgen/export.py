@@ -9,10 +9,10 @@ functions, all traced once with fixed input signatures:
 - `sampler`: `generate.build_sampler`'s function, the one compiled loop that `Generator` runs
   too (the server calls it block by block, so rows can join and leave a running batch).
 - `encode`: string[B] -> `ids` int32[B, N] (zero-padded) and `lengths` int32[B].
-- `metadata`: the tokenizer kind, every token's text, the block, layers and units.
+- `metadata`: the tokenizer kind, every token's bytes, the block, layers and units.
 
-Loading needs TensorFlow alone (`tf.saved_model.load`, `saved_model_cli`, TF Serving).
-Only char runs export: a SentencePiece encoder in core TensorFlow ops is not written yet.
+The tokenizer, char or sentencepiece, is `graph_tokenizer.GraphTokenizer`: core ops only, so
+loading needs TensorFlow alone (`tf.saved_model.load`, `saved_model_cli`, TF Serving).
 """
 
 from __future__ import annotations
@@ -23,13 +23,12 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from textgen.errors import TextgenError
 from textgen.generate import BLOCK
+from textgen.graph_tokenizer import PieceSpec, graph_tokenizer_class
 from textgen.sampler import build_sampler
 from textgen.stepmodel import StepModel
-from textgen.tokenizers import UNKNOWN_ID, Tokenizer
+from textgen.tokenizers import Tokenizer
 
 SAVED_MODEL_FILE = "saved_model.pb"
 
@@ -37,16 +36,6 @@ SAVED_MODEL_FILE = "saved_model.pb"
 def is_export(path: str | Path) -> bool:
     """Whether `path` is a SavedModel dir (as `export` writes)."""
     return (Path(path) / SAVED_MODEL_FILE).is_file()
-
-
-def check_exportable(tokenizer: Tokenizer, where: str) -> None:
-    """Raises for tokenizers the graph cannot hold yet (SentencePiece)."""
-    if tokenizer.kind != "char":
-        raise TextgenError(
-            "only char-tokenizer runs can be exported or served for now: the SentencePiece "
-            "encoder is not available in core TensorFlow ops (use textgen.sample)",
-            where,
-        )
 
 
 @functools.cache
@@ -59,26 +48,19 @@ def module_class():
 
         Args:
             model: ids [batch, time] -> logits [batch, time, vocab] from `build_model`.
-            tokenizer: The run's char tokenizer.
+            tokenizer: The run's tokenizer (char or sentencepiece).
             block: Most tokens per sampler call.
         """
 
         def __init__(self, model, tokenizer: Tokenizer, *, block: int = BLOCK) -> None:
             super().__init__(name="textgen")
-            check_exportable(tokenizer, "tokenizer")
             step = StepModel(model)
             self.step_variables = [step.table, step.dense_kernel, step.dense_bias]
             self.step_variables += [*step.recurrent, *step.kernels, *step.biases]
             self.block, self.layers, self.units = block, step.layers, step.units
-            pieces = [tokenizer.decode([i]) for i in range(tokenizer.vocab_size)]
-            self.pieces = pieces
-            points = np.array([ord(p) for p in pieces[1:]], np.int64)  # ids 1..V-1
-            self.table = tf.lookup.StaticHashTable(
-                tf.lookup.KeyValueTensorInitializer(
-                    tf.constant(points), tf.range(1, len(pieces), dtype=tf.int32)
-                ),
-                default_value=UNKNOWN_ID,
-            )
+            spec = PieceSpec.from_tokenizer(tokenizer)
+            self.tokenizer = graph_tokenizer_class()(spec)
+            self.piece_bytes = list(spec.piece_bytes)  # id -> bytes
             newline = tokenizer.encode("\n")
             self.newline = int(newline[0]) if len(newline) == 1 and newline[0] else -1
             self.kind = tokenizer.kind
@@ -88,18 +70,15 @@ def module_class():
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="prompt")])
         def encode(self, prompt):
             """Prompt ids, zero-padded: {ids: int32 (B, N), lengths: int32 (B,)}."""
-            points = tf.strings.unicode_decode(prompt, "UTF-8", errors="replace")  # (B, None)
-            ids = tf.ragged.map_flat_values(
-                lambda p: self.table.lookup(tf.cast(p, tf.int64)), points
-            )  # (B, None) int32
+            ids = self.tokenizer.encode(prompt)  # (B, None) int32
             return {"ids": ids.to_tensor(0), "lengths": tf.cast(ids.row_lengths(), tf.int32)}
 
         @tf.function(input_signature=[])
         def metadata(self):
-            """What a server needs: kind, pieces (id -> text), block, layers, units, newline."""
+            """What a server needs: kind, pieces (id -> bytes), block, layers, units, newline."""
             return {
                 "kind": tf.constant(self.kind),
-                "pieces": tf.constant(self.pieces),
+                "pieces": tf.constant(self.piece_bytes, tf.string),
                 "block": tf.constant(self.block, tf.int32),
                 "layers": tf.constant(self.layers, tf.int32),
                 "units": tf.constant(self.units, tf.int32),
@@ -126,7 +105,7 @@ def module_class():
             rows = tf.shape(prompt)[0]
             settings = {
                 "temperature": temperature,
-                "top_k": tf.minimum(top_k, len(self.pieces)),
+                "top_k": tf.minimum(top_k, len(self.piece_bytes)),
                 "top_p": top_p,
                 "seed": seed,
                 "sample": tf.zeros([rows], tf.int32),
@@ -134,7 +113,9 @@ def module_class():
             states = tf.zeros([2 * self.layers, rows, self.units])  # (2 * layers, B, units)
             states = self._read(ids, lengths, states, settings)
             tokens = self._sample(tf.reduce_max(tf.maximum(length, 0)), states, settings)
-            return {"text": self._decode(tokens, length), "tokens": tf.maximum(length, 0)}
+            real = tf.range(tf.shape(tokens)[1])[None, :] < length[:, None]  # (B, total)
+            text = self.tokenizer.decode(tf.where(real, tokens, -1))  # (B,)
+            return {"text": text, "tokens": tf.maximum(length, 0)}
 
         def _read(self, ids, lengths, states, settings):
             """States after each row's prompt, read `block` tokens per sampler call."""
@@ -174,12 +155,6 @@ def module_class():
                 shape_invariants=(tf.TensorShape([]), states.shape, tf.TensorShape([None, None])),
             )
             return loop[2]  # (B, total)
-
-        def _decode(self, tokens, length):
-            """Each row's first `length` tokens as UTF-8 text: string (B,)."""
-            pieces = tf.gather(tf.constant(self.pieces), tokens)  # (B, total)
-            real = tf.range(tf.shape(tokens)[1])[None, :] < length[:, None]  # (B, total)
-            return tf.strings.reduce_join(tf.where(real, pieces, ""), axis=1)
 
     return ExportModule
 
@@ -231,7 +206,7 @@ def build_module(run_dir: str | Path, checkpoint: str = "best", *, block: int = 
     run = RunDir(run_dir)
     run.resolve_checkpoint(checkpoint)
     tokenizer = run.load_tokenizer()
-    check_exportable(tokenizer, str(run_dir))
+    PieceSpec.from_tokenizer(tokenizer)  # refuses what the graph cannot hold, before TF work
     return module_class()(run.load_model(checkpoint), tokenizer, block=block)
 
 
@@ -301,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     run = RunDir(args.run_dir)
     run.resolve_checkpoint(args.checkpoint)  # before anything slow
-    check_exportable(run.load_tokenizer(), args.run_dir)
+    PieceSpec.from_tokenizer(run.load_tokenizer())  # refuses what the graph cannot hold
     cli.quiet_tensorflow()
     with cli.native_stderr_silenced():
         out = export(args.run_dir, args.out_dir, checkpoint=args.checkpoint, force=args.force)

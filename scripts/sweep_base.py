@@ -19,6 +19,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
+B16_B999 = ["train.batch_size=16", "train.adam_beta2=0.999"]  # the 150-s sweep's two winners
 CANDIDATES = {
     "base": [],  # 2 x 256, 32 x 64 batches, carried state, lr 2e-3, beta2 0.99
     "b16": ["train.batch_size=16"],
@@ -28,6 +29,14 @@ CANDIDATES = {
     "lr3e-3": ["train.learning_rate=0.003"],
     "beta2_0.999": ["train.adam_beta2=0.999"],
     "3x256": ["model.layers=3"],
+    "b16_b999": B16_B999,
+    "b16_b999_2x384": [*B16_B999, "model.units=384"],
+    "b16_b999_3x256": [*B16_B999, "model.layers=3"],
+    "b16_b999_1x512": [*B16_B999, "model.layers=1", "model.units=512"],
+    "b16_b999_lr3e-3": [*B16_B999, "train.learning_rate=0.003"],
+    "b16_b999_lr1e-3": [*B16_B999, "train.learning_rate=0.001"],
+    "b16_b999_t128": [*B16_B999, "windows.maxlen=128", "windows.step=128"],
+    "b16_b999_t32": [*B16_B999, "windows.maxlen=32", "windows.step=32"],
 }
 
 

@@ -89,6 +89,7 @@ def _sentencepiece_spec(model_proto: bytes) -> PieceSpec:
     unsupported = [
         (model_type is None, "word models"),
         (norm.add_dummy_prefix or norm.remove_extra_whitespaces, "whitespace rewriting"),
+        (model.trainer_spec.treat_whitespace_as_suffix, "whitespace as a suffix"),
         (norm.name != "identity" or len(norm.precompiled_charsmap) > 0, "normalization rules"),
         (any(p.type == kinds.UNUSED for p in model.pieces), "unused pieces"),
         (model.pieces[UNKNOWN_ID].type != kinds.UNKNOWN, "an unknown id other than 0"),

@@ -37,6 +37,10 @@ CANDIDATES = {
     "b16_b999_lr1e-3": [*B16_B999, "train.learning_rate=0.001"],
     "b16_b999_t128": [*B16_B999, "windows.maxlen=128", "windows.step=128"],
     "b16_b999_t32": [*B16_B999, "windows.maxlen=32", "windows.step=32"],
+    "b16_b999_2x512": [*B16_B999, "model.units=512"],
+    "b16_b999_2x384_lr3e-3": [*B16_B999, "model.units=384", "train.learning_rate=0.003"],
+    "b16_b999_seed2": [*B16_B999, "train.seed=2"],  # another seed: the noise between runs
+    "base_seed2": ["train.seed=2"],
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -32,20 +33,37 @@ def test_a_time_budget_fits_the_schedule_and_ends_annealed(tmp_path: Path) -> No
 
     [start] = events.of("start")
     assert start["steps"] is None and start["budget"] == "time budget 0:08"
-    [fitted] = events.of("budget")  # fitted once, after the step rate was measured
+    [fitted] = events.of("budget")  # announced once, after the step rate was measured
     assert fitted["horizon"] > fitted["step"] > 0
     assert result.stop_reason in ("done", "max_time")
-    if result.stop_reason == "done":  # the usual case: the schedule ran to its end in time
-        assert result.step == fitted["horizon"]
     records = RunDir(paths.out).read_metrics()
     assert records[-1]["final"] and records[-1]["elapsed_s"] <= 8 + 5
     # The learning rate fell along the cosine and ends at (or within a hair of) its floor.
     rates = [r["lr"] for r in records]
-    assert rates == sorted(rates, reverse=True)
+    assert max(rates) <= LR and rates[-1] < rates[0]
     assert rates[-1] == pytest.approx(LR * FLOOR_RATIO, abs=0.02 * LR)
-    # The progress line knew the total once the horizon was fixed.
+    # The progress line knew the total once the horizon was fitted.
     totals = [p["total"] for p in events.of("progress")]
-    assert totals[0] is None and totals[-1] == fitted["horizon"]
+    assert totals[0] is None and totals[-1] >= fitted["step"]
+
+
+def test_a_run_slowed_while_its_rate_is_measured_still_spends_its_budget(tmp_path: Path) -> None:
+    paths = make_paths(tmp_path, SENTENCE * 300)
+    events = Recorder()
+
+    def slow_until_fitted(kind: str, **data) -> None:
+        events(kind, **data)
+        if kind == "progress" and not events.of("budget"):
+            time.sleep(0.2)  # another job hogs the machine while the rate is measured
+
+    result = train(budgeted(paths), on_event=slow_until_fitted)
+    [fitted] = events.of("budget")
+    # The first fit expected the slow rate; refits followed the faster one to the end of the
+    # budget instead of ending the run at the first fit's step.
+    assert result.step > fitted["horizon"]
+    assert result.stop_reason in ("done", "max_time")
+    rates = [r["lr"] for r in RunDir(paths.out).read_metrics()]
+    assert rates[-1] == pytest.approx(LR * FLOOR_RATIO, abs=0.02 * LR)
 
 
 def test_a_budgeted_run_resumes_with_its_horizon_and_its_time_spent(tmp_path: Path) -> None:
@@ -71,9 +89,8 @@ def test_a_budgeted_run_resumes_with_its_horizon_and_its_time_spent(tmp_path: Pa
     records = RunDir(paths.out).read_metrics()
     later = [r for r in records if r["step"] > stopped.step]
     assert later and later[0]["elapsed_s"] > spent  # the clock goes on from the first part
-    if result.stop_reason == "done":
-        assert result.step == fitted["horizon"]
-        assert records[-1]["lr"] == pytest.approx(LR * FLOOR_RATIO, rel=1e-4)
+    assert result.stop_reason in ("done", "max_time")
+    assert records[-1]["lr"] == pytest.approx(LR * FLOOR_RATIO, abs=0.02 * LR)
 
 
 def test_the_fitted_horizon_spends_the_remaining_time_at_the_measured_rate() -> None:

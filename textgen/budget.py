@@ -2,9 +2,13 @@
 
 With `train.max_time` set, the run does not know how many steps it will make. After the first
 call (which compiles) and a short measuring window, the budget estimates the seconds per step
-(train calls, plus each evaluation's cost spread over `eval_every` steps) and fixes the cosine
-horizon so that the schedule reaches its floor when the time is up. The horizon is kept in the
-checkpoint, and the seconds already trained too, so a resumed run keeps both.
+(train calls, plus each evaluation's cost spread over `eval_every` steps) and fits the cosine
+horizon so that the schedule reaches its floor when the time is up. It refits after every later
+call from the rate measured since the window opened, so a machine that gets faster or slower
+mid-run (another job starting or ending) still ends annealed on time: one fit from the first
+minute ended a 600-s run at 506 s when another job had run during that minute
+(docs/benchmarks.md). The horizon is kept in the checkpoint, and the seconds already trained
+too, so a resumed run keeps both until it has measured its own rate.
 """
 
 from __future__ import annotations

@@ -51,7 +51,8 @@ class _Printer:
     def on_budget(self, horizon: int, step: int, seconds_per_step: float, remaining_s: float):
         self.train_bar.close()
         print(f"time budget: {1 / seconds_per_step:.1f} steps/s measured; the schedule ends at "
-              f"step {horizon:,} ({format_duration(remaining_s)} left)", flush=True)  # fmt: skip
+              f"step {horizon:,} ({format_duration(remaining_s)} left), refitted as the rate "
+              "changes", flush=True)  # fmt: skip
 
     def on_resume(self, checkpoint: str, step: int, epoch: int, batch: int, total: int,
                   notes: list) -> None:  # fmt: skip

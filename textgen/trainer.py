@@ -242,14 +242,16 @@ class _Loop:
         return "max_time" if self.budget and self.budget.remaining() <= 0 else None
 
     def _fit_horizon(self, counters: TrainCounters, loss: float, metrics):
-        """Once the step rate is measured: fixes where the schedule ends (a time budget)."""
+        """Once the step rate is measured, after every call: fits where the schedule ends."""
         if self.budget.eval_seconds is None:  # an evaluation's cost is part of each step's
             metrics = self._evaluate(counters, loss, final=False)
+        first = not counters.horizon
         counters.horizon = self.budget.fit_horizon(counters.step)
         self.session.set_horizon(counters.horizon)
-        self.emit("budget", horizon=counters.horizon, step=counters.step,
-                  seconds_per_step=self.budget.seconds_per_step(counters.step),
-                  remaining_s=self.budget.remaining())  # fmt: skip
+        if first:  # announced once; later refits show in the progress line's total and ETA
+            self.emit("budget", horizon=counters.horizon, step=counters.step,
+                      seconds_per_step=self.budget.seconds_per_step(counters.step),
+                      remaining_s=self.budget.remaining())  # fmt: skip
         return metrics
 
     def _save_checkpoint(self, counters: TrainCounters) -> None:
@@ -277,7 +279,7 @@ class _Loop:
             metrics = self._evaluate(counters, loss, final=False)
             if tc.patience and counters.bad_evals >= tc.patience:
                 reason = "early_stop"
-        if self.budget and not counters.horizon and self.budget.measured():
+        if self.budget and self.budget.measured():
             metrics = self._fit_horizon(counters, loss, metrics)
         if epoch_end and reason is None:
             self._write_samples(counters)

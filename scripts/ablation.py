@@ -2,12 +2,13 @@
 
     python scripts/ablation.py [--seconds 600] [--rows NAME,...] [--old-tree DIR]
 
-Each row trains `configs/base.yaml` plus its overrides for `--seconds` of wall time, in a fresh
-process, one after another (run it alone: other work on the machine slows every row). The row
-`today` runs the code of an older checkout (`--old-tree`, e.g. `git worktree add ../old REV`)
-with its own base config and `train.max_time` as the stop it was then. Every run is then scored
-on all of the val split with zero-state windows of 128 (`evaluate --windowed`) so that rows
-compare, and new-code runs also streamed (state carried) and, with `--dynamic`, dynamically.
+Each row trains `configs/base.yaml` plus its overrides (written against the base.yaml of before
+issue 10, `BEFORE`) for `--seconds` of wall time, in a fresh process, one after another (run it
+alone: other work on the machine slows every row). The row `today` runs the code of an older
+checkout (`--old-tree`, e.g. `git worktree add ../old REV`) with its own base config and
+`train.max_time` as the stop it was then. Every run is then scored on all of the val split with
+zero-state windows of 128 (`evaluate --windowed`) so that rows compare, and new-code runs also
+streamed (state carried) and, with `--dynamic`, dynamically.
 Prints one JSON object.
 """
 
@@ -23,15 +24,34 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
+# configs/base.yaml before issue 10 (commit 60fed30), as overrides of today's base.yaml, so the
+# rows keep their meaning as base.yaml changes.
+BEFORE = [
+    "model.units=256",
+    "train.batch_size=64",
+    "windows.maxlen=128",
+    "windows.step=128",
+    "windows.carry_state=false",
+    "train.learning_rate=0.002",
+    "train.adam_beta2=0.999",
+    "train.warmup_steps=50",
+    "train.eval_every=200",
+    "train.checkpoint_every=200",
+]
+SMALL_BATCHES = [
+    "train.batch_size=32",
+    "windows.maxlen=64",
+    "windows.step=64",
+    "train.adam_beta2=0.99",
+    "train.warmup_steps=100",
+]
 ROWS = {
     "today": None,  # the old checkout's configs/base.yaml, as it was
-    "keras_budget": ["model.lstm_kernel=keras"],
-    "lean_budget": ["model.lstm_kernel=lean"],
-    "lean_b32_t64": ["train.batch_size=32", "windows.maxlen=64", "windows.step=64",
-                     "train.adam_beta2=0.99", "train.warmup_steps=100"],
-    "lean_b32_t64_carry": ["train.batch_size=32", "windows.maxlen=64", "windows.step=64",
-                           "train.adam_beta2=0.99", "train.warmup_steps=100",
-                           "windows.carry_state=true"],
+    "keras_budget": [*BEFORE, "model.lstm_kernel=keras"],
+    "lean_budget": [*BEFORE, "model.lstm_kernel=lean"],
+    "lean_b32_t64": [*BEFORE, *SMALL_BATCHES],
+    "lean_b32_t64_carry": [*BEFORE, *SMALL_BATCHES, "windows.carry_state=true"],
+    "new_base": [],  # configs/base.yaml as it is: the 600-s sweep's winner
 }  # fmt: skip
 
 

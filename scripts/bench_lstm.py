@@ -153,25 +153,31 @@ def bench_shape(variants, batch: int, length: int, rounds: int) -> dict:
 
 
 def trainer_rows(shapes: list[str], rounds: int, workdir: Path) -> dict:
-    """textgen's own trainer (configs/base.yaml, 2 x 256), keras vs lean kernel, interleaved.
+    """textgen's own trainer (2 x 256, zero-state windows), keras vs lean kernel, interleaved.
 
-    Uses `bench_train.py`'s helpers (the trainer's private `_Session`): seconds per optimizer
-    update of the compiled multi-step call, fed by textgen's pipeline from a 10 MB corpus.
+    Uses `bench_train.py`'s helpers (`session.open_session`): seconds per optimizer update of
+    the compiled multi-step call, fed by textgen's pipeline from a 10 MB corpus.
     """
     from bench_train import make_corpus, session_for, time_calls
 
-    from textgen.checkpoints import Progress
+    from textgen.checkpoints import TrainCounters
 
     corpus = make_corpus(workdir / "corpus_10mb.txt", 10)
     rows = {}
     for shape in shapes:
         batch, length = (int(n) for n in shape.split("x"))
-        words = [f"train.batch_size={batch}", f"windows.maxlen={length}", f"windows.step={length}"]
+        words = [
+            f"train.batch_size={batch}",
+            f"windows.maxlen={length}",
+            f"windows.step={length}",
+            "model.units=256",
+            "windows.carry_state=false",
+        ]  # the shapes of the issue's table
         sessions = {
             kind: session_for([*words, f"model.lstm_kernel={kind}"], corpus, workdir, kind)
             for kind in ("keras", "lean")
         }
-        its = {k: s.dataset_iterator(Progress()) for k, s in sessions.items()}
+        its = {k: s.iterator(TrainCounters()) for k, s in sessions.items()}
         times: dict[str, list[float]] = {k: [] for k in sessions}
         for _ in range(rounds):
             for kind, session in sessions.items():

@@ -95,6 +95,23 @@ def sp_tokenizer(sp_lines: list[str]):
     return SentencePieceTokenizer.train(sp_lines, vocab_size=400)
 
 
+@pytest.fixture(scope="session")
+def foreign_sp_tokenizer(sp_lines: list[str]):
+    """A sentencepiece model with sentencepiece's defaults (nmt_nfkc rules, a dummy prefix),
+    which textgen never trains and cannot export."""
+    import io
+
+    import sentencepiece as spm
+
+    from textgen.tokenizers import SentencePieceTokenizer
+
+    buffer = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(sp_lines), model_writer=buffer, vocab_size=300, minloglevel=2
+    )
+    return SentencePieceTokenizer(buffer.getvalue())
+
+
 def assert_one_line_error(
     proc: subprocess.CompletedProcess[str], *fragments: str, empty_stdout: bool = False
 ) -> str:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, cli_env, run_cli
+from conftest import assert_one_line_error, cli_env, run_cli, synthetic_text
+from run_fixtures import make_run
 
 from textgen.generate import Generator
 
@@ -137,12 +138,15 @@ def test_export_cli(small_run: Path, tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".model.*"))  # nothing half-written left behind
 
 
-def test_export_cli_bad_input(small_run: Path, tmp_path: Path) -> None:
+def test_export_cli_bad_input(small_run: Path, tmp_path: Path, foreign_sp_tokenizer) -> None:
     assert_one_line_error(run_cli("textgen.export", tmp_path / "nope", tmp_path / "o"), "not found")
     assert_one_line_error(
         run_cli("textgen.export", small_run, tmp_path / "o", "--checkpoint", "bestest"),
         "unknown checkpoint",
     )
+    text = synthetic_text(lines=60, seed=4)
+    foreign = make_run(tmp_path / "foreign", text, tokenizer=foreign_sp_tokenizer, steps=1)
+    assert_one_line_error(run_cli("textgen.export", foreign, tmp_path / "o"), "cannot be exported")
     assert not (tmp_path / "o").exists()
 
 

@@ -103,12 +103,14 @@ class Job:
     done: int = 0  # tokens sampled per row so far
     states: np.ndarray | None = None  # (2 * layers, samples, units) between calls
     feed: np.ndarray | None = None  # prompt ids still to read (the last block)
-    decoders: list = field(default_factory=list)  # per row: UTF-8 across calls (byte pieces)
+    decoders: list = field(init=False)  # per row: UTF-8 across calls (byte pieces)
+
+    def __post_init__(self) -> None:
+        utf8 = codecs.getincrementaldecoder("utf-8")
+        self.decoders = [utf8(errors="replace") for _ in range(self.samples)]
 
     def text(self, row: int, data: bytes) -> str:
         """A row's new text: `data` decoded after what the row's earlier calls left partial."""
-        while len(self.decoders) <= row:
-            self.decoders.append(codecs.getincrementaldecoder("utf-8")(errors="replace"))
         return self.decoders[row].decode(data, final=self.done >= self.length)
 
     def cancel(self) -> None:

@@ -90,6 +90,7 @@ def _sentencepiece_spec(model_proto: bytes) -> PieceSpec:
         (model_type is None, "word models"),
         (norm.add_dummy_prefix or norm.remove_extra_whitespaces, "whitespace rewriting"),
         (model.trainer_spec.treat_whitespace_as_suffix, "whitespace as a suffix"),
+        (not norm.escape_whitespaces, "unescaped spaces"),
         (norm.name != "identity" or len(norm.precompiled_charsmap) > 0, "normalization rules"),
         (any(p.type == kinds.UNUSED for p in model.pieces), "unused pieces"),
         (model.pieces[UNKNOWN_ID].type != kinds.UNKNOWN, "an unknown id other than 0"),
@@ -106,16 +107,16 @@ def _sentencepiece_spec(model_proto: bytes) -> PieceSpec:
     piece_bytes, pieces, ids, scores, frozen = [], [], [], [], []
     byte_ids = [UNKNOWN_ID] * 256
     for i, p in enumerate(model.pieces):
-        text = p.piece.replace(SPACE, " ") if norm.escape_whitespaces else p.piece
         if p.type == kinds.BYTE:
-            byte_ids[int(p.piece[3:5], 16)] = i  # "<0xAB>"
-            piece_bytes.append(bytes([int(p.piece[3:5], 16)]))
+            value = int(p.piece[3:5], 16)  # "<0xAB>"
+            byte_ids[value] = i
+            piece_bytes.append(bytes([value]))
         elif p.type == kinds.UNKNOWN:
             piece_bytes.append(" \u2047 ".encode())  # what sentencepiece decodes it to
         elif p.type in (kinds.NORMAL, kinds.USER_DEFINED):
-            piece_bytes.append(text.encode("utf-8"))
+            piece_bytes.append(p.piece.replace(SPACE, " ").encode("utf-8"))
             user = p.type == kinds.USER_DEFINED
-            pieces.append(p.piece if norm.escape_whitespaces else p.piece.replace(" ", SPACE))
+            pieces.append(p.piece)
             ids.append(i)
             scores.append(len(p.piece.encode()) * max_score - 0.1 if user else p.score)
             frozen.append(user)

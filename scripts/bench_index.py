@@ -24,9 +24,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 _CHILD = """
 import json, sys, time
-from textgen.config import load_config
-from textgen.corpus import index_corpus
-from textgen.memory import proc_status_mb
+from textgen.core.config import load_config
+from textgen.data.corpus import index_corpus
+from textgen.core.memory import proc_status_mb
 cfg = load_config(None, [f"data.path={sys.argv[1]}", f"data.index_dir={sys.argv[2]}"])
 start = time.perf_counter()
 index, built = index_corpus(cfg.data)
@@ -39,7 +39,7 @@ print(json.dumps({"built": built, "seconds": seconds, "peak_rss_mb": proc_status
 _VERIFY = """
 import sys
 import numpy as np
-from textgen.corpus import load_index
+from textgen.data.corpus import load_index
 index = load_index(sys.argv[2])
 chunk = 1 << 22
 with open(sys.argv[1], encoding="utf-8", newline="") as f:

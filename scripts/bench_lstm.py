@@ -55,9 +55,9 @@ def make_step(variant: str, seed: int = 0):
     import keras
     import tensorflow as tf
 
-    from textgen.config import ModelConfig
-    from textgen.lstm_kernel import LeanLSTM
-    from textgen.model import build_model
+    from textgen.core.config import ModelConfig
+    from textgen.model.build import build_model
+    from textgen.model.lstm_kernel import LeanLSTM
 
     name, *flags = variant.split("/")
     kind, xla = name.removesuffix("+xla"), name.endswith("+xla")
@@ -119,8 +119,8 @@ def bench_shape(variants, batch: int, length: int, rounds: int) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from textgen.config import ModelConfig
-    from textgen.model import train_flops_per_token
+    from textgen.core.config import ModelConfig
+    from textgen.model.build import train_flops_per_token
 
     rng = np.random.default_rng(0)
     x = tf.constant(rng.integers(1, VOCAB, (batch, length), dtype=np.int32))
@@ -160,7 +160,7 @@ def trainer_rows(shapes: list[str], rounds: int, workdir: Path) -> dict:
     """
     from bench_train import make_corpus, session_for, time_calls
 
-    from textgen.checkpoints import TrainCounters
+    from textgen.run.checkpoints import TrainCounters
 
     corpus = make_corpus(workdir / "corpus_10mb.txt", 10)
     rows = {}

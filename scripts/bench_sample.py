@@ -33,17 +33,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 REPO = Path(__file__).resolve().parents[1]
 
-from textgen.memory import rss_mb  # noqa: E402  (after the sys.path line above)
+from textgen.core.memory import rss_mb  # noqa: E402  (after the sys.path line above)
 
 
 def make_run(directory: Path, text: str, args: argparse.Namespace) -> None:
     """Saves an untrained run dir (config, tokenizer, model.keras) of the requested size."""
     import keras
 
-    from textgen.config import load_config
-    from textgen.model import build_model
-    from textgen.rundir import RunDir
-    from textgen.tokenizers import CharTokenizer
+    from textgen.core.config import load_config
+    from textgen.data.tokenizers import CharTokenizer
+    from textgen.model.build import build_model
+    from textgen.run.rundir import RunDir
 
     cfg = load_config(
         None,
@@ -85,7 +85,7 @@ def step_model_of(model):
     """The tutorial's model: LSTM layers with return_state, the same weights, layer for layer."""
     import keras
 
-    from textgen.model import lstm_layers
+    from textgen.model.build import lstm_layers
 
     lstms = lstm_layers(model)
     units = lstms[0].units
@@ -202,7 +202,7 @@ def leak_test(generator, text: str, calls: int, max_length: int) -> dict:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Sizes default to configs/base.yaml; --quick shrinks everything."""
-    from textgen.config import load_config
+    from textgen.core.config import load_config
 
     base = load_config(REPO / "configs" / "base.yaml")
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     import tensorflow as tf
 
-    from textgen.generate import Generator
+    from textgen.generation.generate import Generator
 
     text = (REPO / "data" / "kjv.txt").read_text(encoding="utf-8")
     with tempfile.TemporaryDirectory() as tmp:

@@ -34,11 +34,11 @@ def make_export(directory: Path, units: int, layers: int) -> Path:
     """An untrained run of this size on the KJV alphabet, exported."""
     import keras
 
-    from textgen.config import load_config
-    from textgen.export import export
-    from textgen.model import build_model
-    from textgen.rundir import RunDir
-    from textgen.tokenizers import CharTokenizer
+    from textgen.core.config import load_config
+    from textgen.data.tokenizers import CharTokenizer
+    from textgen.model.build import build_model
+    from textgen.run.rundir import RunDir
+    from textgen.serving.export import export
 
     run_dir = directory / "run"
     words = [f"model.units={units}", f"model.layers={layers}", "model.embedding_dim=64"]

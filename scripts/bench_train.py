@@ -53,8 +53,9 @@ def memory_run(corpus: Path, workdir: Path, steps: int) -> dict:
     subprocess.run([*base, "textgen.index", "configs/base.yaml", *words[:3]], cwd=REPO, env=env,
                    check=True, capture_output=True)  # fmt: skip
     code = (
-        "import sys, json\nfrom textgen.config import load_config\n"
-        "from textgen.trainer import train\nfrom textgen.memory import proc_status_mb as m\n"
+        "import sys, json\nfrom textgen.core.config import load_config\n"
+        "from textgen.training.trainer import train\n"
+        "from textgen.core.memory import proc_status_mb as m\n"
         "train(load_config('configs/base.yaml', sys.argv[1:]))\n"
         "print(json.dumps({'peak_rss_mb': m('VmHWM'), 'rss_anon_mb': m('RssAnon'),"
         " 'rss_file_mb': m('RssFile')}))"
@@ -82,8 +83,8 @@ def numpy_matmul_flops(n: int = 2048, repeats: int = 5) -> float:
 
 def session_for(overrides: list[str], corpus: Path, workdir: Path, tag: str):
     """A trainer session (model, compiled steps, pipeline) without running its loop."""
-    from textgen.config import load_config
-    from textgen.session import open_session
+    from textgen.core.config import load_config
+    from textgen.training.session import open_session
 
     cfg = load_config("configs/base.yaml", [
         f"data.path={corpus}", f"data.index_dir={workdir / 'index_speed'}",
@@ -120,7 +121,7 @@ def in_memory_iterator(session, batches: int):
 
 def pipeline_overhead(corpus: Path, workdir: Path, quick: bool) -> dict:
     """(b): seconds per step, pipeline vs in-memory, alternating rounds."""
-    from textgen.checkpoints import TrainCounters
+    from textgen.run.checkpoints import TrainCounters
 
     session = session_for(["model.units=256", "model.layers=1"], corpus, workdir, "pipe")
     pipe = session.iterator(TrainCounters())
@@ -138,8 +139,8 @@ def pipeline_overhead(corpus: Path, workdir: Path, quick: bool) -> dict:
 
 def efficiency(corpus: Path, workdir: Path, quick: bool) -> dict:
     """(c): training FLOP/s at units 512 vs numpy matmul FLOP/s."""
-    from textgen.checkpoints import TrainCounters
-    from textgen.model import train_flops_per_token
+    from textgen.model.build import train_flops_per_token
+    from textgen.run.checkpoints import TrainCounters
 
     rows = {}
     for batch in (64, 128):
@@ -157,7 +158,7 @@ def efficiency(corpus: Path, workdir: Path, quick: bool) -> dict:
 
 def supervision(corpus: Path, workdir: Path, quick: bool) -> dict:
     """(d): supervised chars/s, sequence target (maxlen 128) vs classic next-char (maxlen 40)."""
-    from textgen.checkpoints import TrainCounters
+    from textgen.run.checkpoints import TrainCounters
 
     model = ["model.units=256", "model.layers=1", "train.batch_size=128"]
     setups = {

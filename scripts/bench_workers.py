@@ -62,9 +62,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--units", type=int, default=256)
     args = parser.parse_args()
-    from textgen.config import load_config
-    from textgen.corpus import index_corpus
-    from textgen.model import count_params
+    from textgen.core.config import load_config
+    from textgen.data.corpus import index_corpus
+    from textgen.model.build import count_params
 
     workdir = Path(tempfile.mkdtemp(prefix="bench_workers_"))
     cfg = load_config("configs/base.yaml", [f"data.index_dir={workdir / 'index'}"])

@@ -4,8 +4,9 @@
     python scripts/tune_dynamic.py RUN --lrs 3e-4 --segments 32,64,128 --streams 1,8
 
 Loads the run's best model once; for every combination scores the val split statically
-(streamed, the same stream layout) and dynamically (`textgen.dynamic`), resetting the weights
-between combinations. Seconds are the dynamic pass's wall time (the static one's is beside it).
+(streamed, the same stream layout) and dynamically (`textgen.evaluation.dynamic`), resetting the
+weights between combinations. Seconds are the dynamic pass's wall time (the static one's is
+beside it).
 Prints ONE JSON object: the machine, the run, and a row per combination.
 """
 
@@ -22,10 +23,10 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from textgen.dynamic import DynamicEvaluator, DynamicSettings
-from textgen.evaluate import _val_tokens
-from textgen.rundir import RunDir
-from textgen.scoring import Scorer
+from textgen.evaluation.dynamic import DynamicEvaluator, DynamicSettings
+from textgen.evaluation.evaluate import _val_tokens
+from textgen.evaluation.scoring import Scorer
+from textgen.run.rundir import RunDir
 
 
 def numbers(kind):

@@ -90,7 +90,7 @@ def sp_lines() -> list[str]:
 @pytest.fixture(scope="session")
 def sp_tokenizer(sp_lines: list[str]):
     """A sentencepiece tokenizer (unigram, 400 pieces) trained once per test worker."""
-    from textgen.tokenizers import SentencePieceTokenizer
+    from textgen.data.tokenizers import SentencePieceTokenizer
 
     return SentencePieceTokenizer.train(sp_lines, vocab_size=400)
 
@@ -103,7 +103,7 @@ def foreign_sp_tokenizer(sp_lines: list[str]):
 
     import sentencepiece as spm
 
-    from textgen.tokenizers import SentencePieceTokenizer
+    from textgen.data.tokenizers import SentencePieceTokenizer
 
     buffer = io.BytesIO()
     spm.SentencePieceTrainer.train(
@@ -144,7 +144,7 @@ def small_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def small_export(small_run: Path, tmp_path_factory) -> Path:
     """`small_run` exported as a SavedModel."""
-    from textgen.export import export
+    from textgen.serving.export import export
 
     return export(small_run, tmp_path_factory.mktemp("export") / "model")
 
@@ -161,7 +161,7 @@ def sp_run(tmp_path_factory, sp_tokenizer) -> Path:
 @pytest.fixture(scope="session")
 def sp_export(sp_run: Path, tmp_path_factory) -> Path:
     """`sp_run` exported as a SavedModel."""
-    from textgen.export import export
+    from textgen.serving.export import export
 
     return export(sp_run, tmp_path_factory.mktemp("sp_export") / "model")
 
@@ -198,8 +198,8 @@ def tiny_lstm_model(vocab: int, *, seed: int):
     """An untrained 2 x 8 LSTM model (embedding 4): both layers' states must be carried."""
     import keras
 
-    from textgen.config import load_config
-    from textgen.model import build_model
+    from textgen.core.config import load_config
+    from textgen.model.build import build_model
 
     cfg = load_config(None, ["model.units=8", "model.layers=2", "model.embedding_dim=4"])
     keras.utils.set_random_seed(seed)

@@ -47,10 +47,10 @@ def make_run(
     import keras
     import tensorflow as tf
 
-    from textgen.config import load_config
-    from textgen.model import build_model
-    from textgen.rundir import RunDir
-    from textgen.tokenizers import CharTokenizer
+    from textgen.core.config import load_config
+    from textgen.data.tokenizers import CharTokenizer
+    from textgen.model.build import build_model
+    from textgen.run.rundir import RunDir
 
     path = Path(path)
     kind = tokenizer if isinstance(tokenizer, str) else tokenizer.kind
@@ -71,7 +71,7 @@ def make_run(
         words += [f"data.path={corpus}", f"data.index_dir={path.parent / (path.name + '-index')}"]
     cfg = load_config(None, [*words, *overrides])
     if index:
-        from textgen.corpus import index_corpus
+        from textgen.data.corpus import index_corpus
 
         tokenizer = index_corpus(cfg.data, min_split_tokens=maxlen + 1)[0].tokenizer
     elif tokenizer == "char":

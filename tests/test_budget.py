@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from test_trainer import SENTENCE, Recorder, make_paths
 
-from textgen.budget import TimeBudget
-from textgen.rundir import RunDir
-from textgen.trainer import StopFlag, train
+from textgen.run.rundir import RunDir
+from textgen.training.budget import TimeBudget
+from textgen.training.trainer import StopFlag, train
 
 LR, FLOOR_RATIO = 0.01, 0.1  # configs/tiny.yaml's learning rate; the cosine floor here
 

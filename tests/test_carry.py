@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from textgen.carry import CarriedState
-from textgen.config import load_config
-from textgen.model import build_model, stream_model
+from textgen.core.config import load_config
+from textgen.model.build import build_model, stream_model
+from textgen.training.carry import CarriedState
 
 
 def test_streams_start_from_carried_states_and_a_reset_starts_them_afresh() -> None:
@@ -48,8 +48,8 @@ def test_stream_model_reading_in_pieces_equals_reading_at_once() -> None:
 def test_a_carried_state_run_samples_after_each_epoch_and_from_its_run_dir(tmp_path) -> None:
     from conftest import REPO_ROOT, write_corpus
 
-    from textgen.generate import Generator
-    from textgen.trainer import train
+    from textgen.generation.generate import Generator
+    from textgen.training.trainer import train
 
     corpus = write_corpus(tmp_path, "the quick brown fox jumps over the lazy dog.\n" * 300)
     cfg = load_config(REPO_ROOT / "configs" / "tiny.yaml", [

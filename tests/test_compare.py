@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT, cli_env, run_cli, synthetic_text, write_corpus
 
-from textgen import compare, compare_report
-from textgen.compare_run import classic_arrays
-from textgen.config import load_config
-from textgen.errors import TextgenError
+from textgen import compare
+from textgen.comparison import measure
+from textgen.comparison import report as compare_report
+from textgen.comparison.worker import classic_arrays
+from textgen.core.config import load_config
+from textgen.core.errors import TextgenError
 
 TINY = REPO_ROOT / "configs" / "tiny.yaml"
 
@@ -50,7 +52,7 @@ def classic_loop(text: str, maxlen: int, step: int) -> tuple[np.ndarray, np.ndar
 )
 def test_estimates_equal_nbytes_and_arrays_match_the_classic_loop(text, maxlen, step):
     arrays = classic_arrays(text, maxlen, step)
-    windows, x_bytes, y_bytes = compare.onehot_sizes(len(text), len(set(text)), maxlen, step)
+    windows, x_bytes, y_bytes = measure.onehot_sizes(len(text), len(set(text)), maxlen, step)
     assert windows == len(arrays.sentences) == arrays.x.shape[0]
     assert x_bytes == arrays.x.nbytes
     assert y_bytes == arrays.y.nbytes
@@ -60,9 +62,9 @@ def test_estimates_equal_nbytes_and_arrays_match_the_classic_loop(text, maxlen, 
 
 
 def test_skip_rule():
-    assert compare.fits(80.0, 100.0)
-    assert not compare.fits(80.1, 100.0)
-    assert compare.fits(1e9, float("inf"))  # memory that cannot be read skips nothing
+    assert measure.fits(80.0, 100.0)
+    assert not measure.fits(80.1, 100.0)
+    assert measure.fits(1e9, float("inf"))  # memory that cannot be read skips nothing
 
 
 def test_available_mb_is_memavailable_in_mb():
@@ -75,7 +77,7 @@ def test_available_mb_is_memavailable_in_mb():
         if line.startswith("MemAvailable:")
     ]
     expected = int(kib) * 1024 / 1e6  # kB in /proc/meminfo are KiB; MB are 10^6 bytes
-    available = compare.available_mb()
+    available = measure.available_mb()
     assert math.isfinite(available) and available > 0
     assert available == pytest.approx(expected, rel=0.05)  # other processes come and go
 
@@ -83,9 +85,9 @@ def test_available_mb_is_memavailable_in_mb():
 def test_prefixes_cut_on_a_character_boundary(tmp_path):
     corpus = write_corpus(tmp_path, "é" * 10)  # 20 bytes
     cfg = load_config(TINY, [f"data.path={corpus}"])
-    [cut] = compare.read_prefixes(cfg, [3e-6])  # 3 bytes: one é and half of the next
+    [cut] = measure.read_prefixes(cfg, [3e-6])  # 3 bytes: one é and half of the next
     assert (cut.text, cut.nbytes, cut.whole) == ("é", 2, False)
-    first, whole = compare.read_prefixes(cfg, [4e-6, 20e-6, 1.0])  # 20 B and 1 MB: the same
+    first, whole = measure.read_prefixes(cfg, [4e-6, 20e-6, 1.0])  # 20 B and 1 MB: the same
     assert (first.text, first.whole) == ("éé", False)
     assert (whole.text, whole.nbytes, whole.whole, whole.requested_mb) == (
         "é" * 10,
@@ -97,7 +99,7 @@ def test_prefixes_cut_on_a_character_boundary(tmp_path):
 
 def test_the_parent_never_imports_tensorflow():
     code = (
-        "import sys, textgen.compare, textgen.corpus, textgen.sources;"
+        "import sys, textgen.compare, textgen.data.corpus, textgen.data.sources;"
         "assert not {'tensorflow', 'keras'} & set(sys.modules), 'imported'"
     )
     proc = subprocess.run(
@@ -171,19 +173,19 @@ def test_measures_both_pipelines_on_the_whole_corpus(tmp_path):
 def test_a_run_that_does_not_fit_is_not_started(tmp_path):
     text = synthetic_text(lines=300, seed=8)
     prefix = write_corpus(tmp_path, text)
-    cfg = load_config(TINY, compare.CLASSIC_OVERRIDES)
-    _, x_bytes, y_bytes = compare.onehot_sizes(len(text), len(set(text)))
+    cfg = load_config(TINY, measure.CLASSIC_OVERRIDES)
+    _, x_bytes, y_bytes = measure.onehot_sizes(len(text), len(set(text)))
     row = {
         "mb": 0.02,
         "onehot_build_estimate_mb": (x_bytes + y_bytes) / 1e6,
-        "onehot_train_estimate_mb": compare.onehot_train_estimate_mb(x_bytes + y_bytes),
+        "onehot_train_estimate_mb": measure.onehot_train_estimate_mb(x_bytes + y_bytes),
     }
     between = (row["onehot_build_estimate_mb"] + row["onehot_train_estimate_mb"]) / 2
-    out = compare._measure_onehot(row, prefix, cfg, 1, between / compare.RAM_FRACTION)
+    out = measure._measure_onehot(row, prefix, cfg, 1, between / measure.RAM_FRACTION, print)
     assert out["onehot_status"] == "skipped"
     assert out["onehot_build_peak_mb"] * 1e6 > x_bytes  # the build fitted: measured
     assert out["onehot_train_peak_mb"] is None  # build + fit did not: never started
-    nothing = compare._measure_onehot(row, prefix, cfg, 1, 0.0)
+    nothing = measure._measure_onehot(row, prefix, cfg, 1, 0.0, print)
     assert nothing["onehot_status"] == "skipped"
     assert nothing["onehot_build_peak_mb"] is None and nothing["onehot_train_peak_mb"] is None
 

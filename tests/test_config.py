@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT, write_config
 
-from textgen.config import Config, DataConfig, load_config
-from textgen.errors import ConfigError, TextgenError
+from textgen.core.config import Config, DataConfig, load_config
+from textgen.core.errors import ConfigError, TextgenError
 
 
 def test_defaults_load_and_are_frozen():
@@ -305,7 +305,7 @@ def test_a_bad_duration_names_the_key_and_the_forms(text):
 
 
 def test_precision_auto_is_float32_and_the_old_key_still_loads(tmp_path):
-    from textgen.config import precision_policy
+    from textgen.core.config import precision_policy
 
     assert precision_policy(load_config(None).train) == "float32"
     forced = load_config(None, ["train.precision=mixed_bfloat16"]).train
@@ -326,7 +326,7 @@ GIB = 1 << 30
 )
 @pytest.mark.parametrize("config", ["base.yaml", "tiny.yaml"])
 def test_normal_configs_fit_a_24_gib_machine(config, overrides):
-    from textgen.config import check_fits_in_memory
+    from textgen.core.config import check_fits_in_memory
 
     cfg = load_config(REPO_ROOT / "configs" / config, overrides)
     check_fits_in_memory(cfg, 200, available_bytes=24 * GIB)  # no error
@@ -343,7 +343,7 @@ def test_normal_configs_fit_a_24_gib_machine(config, overrides):
     ],
 )
 def test_a_model_that_cannot_fit_is_refused_naming_the_key(override, key):
-    from textgen.config import check_fits_in_memory
+    from textgen.core.config import check_fits_in_memory
 
     cfg = load_config(REPO_ROOT / "configs" / "base.yaml", [override])
     with pytest.raises(ConfigError) as e:

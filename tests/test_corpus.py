@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from conftest import synthetic_text, write_corpus
 
-from textgen import sources
-from textgen.config import DataConfig, load_config
-from textgen.corpus import index_corpus, load_index
-from textgen.errors import TextgenError
+from textgen.core.config import DataConfig, load_config
+from textgen.core.errors import TextgenError
+from textgen.data import sources
+from textgen.data.corpus import index_corpus, load_index
 
 TEXT = "Première ligne: café, naïve.\r\nSecond line — 東京 😀 e\u0301\n\tTabbed third line.\n" * 20
 

@@ -1,4 +1,4 @@
-"""`textgen.curves`: the learning-curve PNG of a run."""
+"""`textgen.training.curves`: the learning-curve PNG of a run."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from textgen.curves import CurvesPainter, plot_curves, train_bpc
-from textgen.rundir import RunDir
+from textgen.run.rundir import RunDir
+from textgen.training.curves import CurvesPainter, plot_curves, train_bpc
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT, cli_env, synthetic_text, write_corpus
 
-from textgen.dirlock import index_dir_lock, read_holder, run_dir_lock
-from textgen.errors import TextgenError
+from textgen.core.dirlock import index_dir_lock, read_holder, run_dir_lock
+from textgen.core.errors import TextgenError
 
 TINY = REPO_ROOT / "configs" / "tiny.yaml"
 
@@ -22,7 +22,7 @@ def hold_lock_in_child(run_dir: Path) -> subprocess.Popen:
     """A child process that takes the run dir's lock, says `locked`, then sleeps."""
     code = textwrap.dedent(f"""
         import sys, time
-        from textgen.dirlock import run_dir_lock
+        from textgen.core.dirlock import run_dir_lock
         lock = run_dir_lock({str(run_dir)!r}).acquire()
         print("locked", flush=True)
         time.sleep(600)

@@ -73,8 +73,8 @@ import sys
 import tensorflow as tf
 cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
-from textgen.config import load_config
-from textgen.trainer import train
+from textgen.core.config import load_config
+from textgen.training.trainer import train
 result = train(load_config("configs/tiny.yaml", sys.argv[1:]))
 print(result.stop_reason, result.step)
 """
@@ -126,9 +126,9 @@ def test_bad_tf_config_is_one_line(
 def test_mixed_bfloat16_trains_with_float32_logits(tmp_path: Path, corpus: Path) -> None:
     import keras
 
-    from textgen.config import load_config
-    from textgen.rundir import RunDir
-    from textgen.trainer import train
+    from textgen.core.config import load_config
+    from textgen.run.rundir import RunDir
+    from textgen.training.trainer import train
 
     args = _overrides(tmp_path, corpus, "bf16", **{"train.precision": "mixed_bfloat16"})
     result = train(load_config(REPO_ROOT / "configs" / "tiny.yaml", args))

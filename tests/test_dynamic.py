@@ -1,4 +1,4 @@
-"""`textgen.dynamic`: the update rule against a hand-written loop, reset, adapting a Generator."""
+"""Dynamic evaluation: the update rule against a hand-written loop, reset, adapting a Generator."""
 
 from __future__ import annotations
 
@@ -9,9 +9,16 @@ import pytest
 from conftest import tiny_lstm_model
 from run_fixtures import make_run
 
-from textgen.dynamic import CLIP, EPS, WARMUP, DynamicEvaluator, DynamicSettings, adapt_generator
-from textgen.errors import TextgenError
-from textgen.scoring import ArrayTokens, Scorer
+from textgen.core.errors import TextgenError
+from textgen.evaluation.dynamic import (
+    CLIP,
+    EPS,
+    WARMUP,
+    DynamicEvaluator,
+    DynamicSettings,
+    adapt_generator,
+)
+from textgen.evaluation.scoring import ArrayTokens, Scorer
 
 VOCAB = 7
 
@@ -25,7 +32,7 @@ def hand_dynamic(model, ids: np.ndarray, settings: DynamicSettings) -> float:
     """Nats of ids[1:] in one stream: score a segment, then one RMS-normalised step on it."""
     import tensorflow as tf
 
-    from textgen.model import stream_model
+    from textgen.model.build import stream_model
 
     stream = stream_model(model)
     variables = stream.trainable_variables
@@ -93,7 +100,7 @@ def run(tmp_path_factory) -> Path:
 
 
 def test_adapted_weights_reach_the_generator_and_not_the_disk(run: Path) -> None:
-    from textgen.generate import Generator
+    from textgen.generation.generate import Generator
 
     generator = Generator.from_run(run)
     before = generator.generate("a", 40, temperature=0)[0]

@@ -12,10 +12,10 @@ from conftest import run_cli, synthetic_text
 from run_fixtures import make_run, remove_checkpoints
 
 from textgen import cli
-from textgen.errors import TextgenError
+from textgen.core.errors import TextgenError
+from textgen.data.tokenfile import TokenFile
 from textgen.evaluate import evaluate, main
-from textgen.rundir import RunDir
-from textgen.tokenfile import TokenFile
+from textgen.run.rundir import RunDir
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 from conftest import assert_one_line_error, cli_env, run_cli, synthetic_text
 from run_fixtures import make_run
 
-from textgen.generate import Generator
+from textgen.generation.generate import Generator
 
 # Loads the export with TensorFlow alone: importing textgen fails in this process.
 NO_TEXTGEN = """

@@ -22,14 +22,14 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT, assert_one_line_error, cli_env, run_cli, write_corpus
 
-from textgen.config import load_config
-from textgen.corpus import index_corpus
-from textgen.dirlock import DirLock
-from textgen.errors import TextgenError
-from textgen.evaluate import evaluate
-from textgen.rundir import DamagedCheckpointWarning, RunDir
-from textgen.runlog import record_order
-from textgen.trainer import train
+from textgen.core.config import load_config
+from textgen.core.dirlock import DirLock
+from textgen.core.errors import TextgenError
+from textgen.data.corpus import index_corpus
+from textgen.evaluation.evaluate import evaluate
+from textgen.run.rundir import DamagedCheckpointWarning, RunDir
+from textgen.run.runlog import record_order
+from textgen.training.trainer import train
 
 TINY = REPO_ROOT / "configs" / "tiny.yaml"
 SENTENCE = "the quick brown fox jumps over the lazy dog.\n"

@@ -1,4 +1,4 @@
-"""`textgen.generate.Generator`: sampling correctness, determinism, no retracing, bad input."""
+"""`Generator`: sampling correctness, determinism, no retracing, bad input."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 from conftest import synthetic_text
 from run_fixtures import make_run, remove_checkpoints
 
-from textgen.errors import TextgenError
-from textgen.generate import Generator, UnknownCharsWarning
-from textgen.rundir import RunDir
-from textgen.stepmodel import StepModel
+from textgen.core.errors import TextgenError
+from textgen.generation.generate import Generator, UnknownCharsWarning
+from textgen.model.stepmodel import StepModel
+from textgen.run.rundir import RunDir
 
 PERIOD = "abcdé東😀xyz\n"  # each character has one successor: a deterministic pattern
 PATTERN = PERIOD * 60

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from conftest import synthetic_text
 
-from textgen.errors import TextgenError
-from textgen.graph_tokenizer import PieceSpec, graph_tokenizer_class
-from textgen.tokenizers import CharTokenizer, SentencePieceTokenizer
+from textgen.core.errors import TextgenError
+from textgen.data.tokenizers import CharTokenizer, SentencePieceTokenizer
+from textgen.serving.graph_tokenizer import PieceSpec, graph_tokenizer_class
 
 FIXED_TEXTS = [
     "",

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from textgen.config import ModelConfig, load_config
-from textgen.errors import ConfigError
-from textgen.lstm_kernel import LeanLSTM, lstm_sequence
-from textgen.model import build_model, lstm_layers
+from textgen.core.config import ModelConfig, load_config
+from textgen.core.errors import ConfigError
+from textgen.model.build import build_model, lstm_layers
+from textgen.model.lstm_kernel import LeanLSTM, lstm_sequence
 
 BATCH, TIME, WIDTH, UNITS, VOCAB = 3, 7, 5, 6, 11
 TOL = {"rtol": 1e-5, "atol": 1e-5}

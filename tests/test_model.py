@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from textgen.config import ModelConfig
-from textgen.model import build_model, count_params, lstm_layers, train_flops_per_token
+from textgen.core.config import ModelConfig
+from textgen.model.build import build_model, count_params, lstm_layers, train_flops_per_token
 
 VOCAB = 23
 TINY = ModelConfig(embedding_dim=8, units=16, layers=2, dropout=0.1)
@@ -143,7 +143,7 @@ def test_logits_stay_float32_under_mixed_precision():
 
 @pytest.mark.parametrize("kernel", ["auto", "keras", "lean"])
 def test_lstm_kernel_picks_the_layer_class_with_the_same_weights(kernel):
-    from textgen.lstm_kernel import LeanLSTM
+    from textgen.model.lstm_kernel import LeanLSTM
 
     cfg = ModelConfig(embedding_dim=8, units=16, layers=2, lstm_kernel=kernel)
     model = build_model(cfg, VOCAB)

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from textgen.config import load_config
-from textgen.optimization import learning_rate_schedule
+from textgen.core.config import load_config
+from textgen.training.optimization import learning_rate_schedule
 
 LR = 0.002
 TOL = 1e-6 * LR  # float32 arithmetic: absolute slack where the rate nears 0

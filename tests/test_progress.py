@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import re
 
-from textgen.progress import ProgressBar, format_duration
+from textgen.core.progress import ProgressBar, format_duration
 
 
 def test_durations_read_like_a_clock() -> None:

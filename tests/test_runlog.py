@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from textgen.runlog import cut_metrics, cut_samples, read_records, record_order
+from textgen.run.runlog import cut_metrics, cut_samples, read_records, record_order
 
 
 def record(step: int, final: bool = False) -> str:

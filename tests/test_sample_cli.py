@@ -12,7 +12,7 @@ from conftest import REPO_ROOT, cli_env
 from run_fixtures import make_run, remove_checkpoints
 
 from textgen import cli
-from textgen.generate import STREAM_CHUNK, Generator
+from textgen.generation.generate import STREAM_CHUNK, Generator
 from textgen.sample import main
 
 PERIOD = "abcdé東😀xyz\n"
@@ -168,7 +168,7 @@ def test_bad_input_fails_before_importing_tensorflow(run: Path, tmp_path: Path) 
     code = f"""
 import sys
 from textgen import sample
-from textgen.errors import TextgenError
+from textgen.core.errors import TextgenError
 for argv in ([{str(run)!r}, "--length", "0"], [{str(tmp_path / "nope")!r}],
              [{str(run)!r}, "--checkpoint", "x"], [{str(run)!r}, "--prompt", "Q"],
              [{str(run)!r}, "--top-p", "2"], [{str(run)!r}, "--adapt", "/nonexistent"]):

@@ -1,4 +1,4 @@
-"""`textgen.scoring`: the stream layout, and streamed scores against hand-computed loops."""
+"""`evaluation.scoring`: the stream layout, and streamed scores against hand-computed loops."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import tiny_lstm_model
 
-from textgen.scoring import ArrayTokens, Scorer, stream_layout
+from textgen.evaluation.scoring import ArrayTokens, Scorer, stream_layout
 
 VOCAB = 7
 
@@ -29,7 +29,7 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
 
 def one_token_at_a_time(model, ids: np.ndarray) -> float:
     """Nats of ids[1:], feeding one token per call through `stream_model`, states carried."""
-    from textgen.model import stream_model
+    from textgen.model.build import stream_model
 
     stream = stream_model(model)
     states = [np.zeros((1, 8), np.float32) for _ in range(4)]

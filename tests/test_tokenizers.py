@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from textgen.errors import TextgenError
-from textgen.tokenizers import (
+from textgen.core.errors import TextgenError
+from textgen.data.tokenizers import (
     UNKNOWN_ID,
     CharTokenizer,
     SentencePieceTokenizer,

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT, write_corpus
 
-from textgen.config import Config, load_config
-from textgen.errors import TextgenError
-from textgen.rundir import RunDir
+from textgen.core.config import Config, load_config
+from textgen.core.errors import TextgenError
+from textgen.run.rundir import RunDir
 from textgen.sample import main as sample_main
-from textgen.trainer import train
+from textgen.training.trainer import train
 
 TINY = REPO_ROOT / "configs" / "tiny.yaml"
 SENTENCE = "the quick brown fox jumps over the lazy dog.\n"

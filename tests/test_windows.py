@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from conftest import synthetic_text, write_corpus
 
-from textgen.config import load_config
-from textgen.corpus import index_corpus
-from textgen.errors import TextgenError
-from textgen.tokenfile import TokenFile
-from textgen.windows import (
+from textgen.core.config import load_config
+from textgen.core.errors import TextgenError
+from textgen.data.corpus import index_corpus
+from textgen.data.tokenfile import TokenFile
+from textgen.data.windows import (
     BatchPlan,
     EpochOrder,
     StreamPlan,

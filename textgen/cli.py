@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
-from textgen.errors import TextgenError
-from textgen.filewrite import is_no_space
+from textgen.core.errors import TextgenError
+from textgen.core.filewrite import is_no_space
+from textgen.core.quiet import native_stderr_silenced, quiet_tensorflow
 
 EXIT_USAGE = 2  # bad input of any kind
 EXIT_INTERRUPTED = 130  # Ctrl-C, after saving what there is to save
+__all__ = [
+    "EXIT_INTERRUPTED", "EXIT_USAGE", "ArgumentParser", "config_parser", "native_stderr_silenced",
+    "quiet_tensorflow", "run", "show_warning",
+]  # fmt: skip
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -32,38 +36,6 @@ def config_parser(prog: str, description: str) -> ArgumentParser:
         "overrides", nargs="*", metavar="key=value", help="overrides, e.g. train.epochs=2"
     )
     return parser
-
-
-@contextlib.contextmanager
-def native_stderr_silenced() -> Iterator[None]:
-    """Points fd 2 at /dev/null for a moment: TensorFlow's C++ start-up lines bypass its log level.
-
-    Kept when the user asks for TensorFlow's logs with TF_CPP_MIN_LOG_LEVEL=0 or 1.
-    """
-    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") in ("0", "1"):
-        yield
-        return
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-def quiet_tensorflow() -> None:
-    """Imports TensorFlow without its C++ start-up chatter, unless the user asked for it."""
-    # 3: TensorFlow's C++ errors too (e.g. oneDNN's int32 notice); failures still raise in Python.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    with native_stderr_silenced():
-        import tensorflow as tf
-
-        # Device discovery logs "failed call to cuInit" on hosts without a GPU; it does not
-        # start the runtime, so multi-worker strategies can still be made afterwards.
-        tf.config.list_physical_devices()
 
 
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 
 from textgen import cli
-from textgen.progress import ProgressBar
+from textgen.core.progress import ProgressBar
 
 
 def index_bar() -> ProgressBar:
@@ -49,8 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="rebuild even if up to date")
     args = parser.parse_args(argv)
 
-    from textgen.config import load_config
-    from textgen.corpus import index_corpus
+    from textgen.core.config import load_config
+    from textgen.data.corpus import index_corpus
 
     cfg = load_config(args.config, args.overrides)
     bar = index_bar()

@@ -4,7 +4,7 @@ Streams one sample to stdout as it is generated (several samples are printed whe
 after a `--- sample i ---` line). Output is UTF-8 whatever the terminal's encoding. Options not
 given come from the run's `sample` config section; the same `--seed` gives the same text.
 `--adapt FILE` first adapts the weights (in memory) to a text with dynamic evaluation's updates
-(`textgen.dynamic`), to prime a style; the run's files are not changed.
+(`textgen.evaluation.dynamic`), to prime a style; the run's files are not changed.
 """
 
 from __future__ import annotations
@@ -55,8 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    from textgen.generate import Generator, check_sampling_args, encode_prompt
-    from textgen.rundir import RunDir
+    from textgen.generation.generate import Generator, check_sampling_args, encode_prompt
+    from textgen.run.rundir import RunDir
 
     explicit = {k: v for k, v in _sampling_args(args).items() if v is not None}
     check_sampling_args(**{**_NEUTRAL, **explicit}, prefix="--")  # before anything slow
@@ -73,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cli.quiet_tensorflow()
     generator = Generator.from_run(run, args.checkpoint, jit_compile=args.xla)
     if adapt_ids is not None:
-        from textgen.dynamic import adapt_generator
+        from textgen.evaluation.dynamic import adapt_generator
 
         adapt_generator(generator, adapt_ids)
     out = _utf8_stdout()
@@ -85,8 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _adapt_ids(run, path: str):
     """The ids of the `--adapt` text; a missing or non-UTF-8 file or unknown chars are errors."""
-    from textgen.dynamic import encode_text
-    from textgen.evaluate import read_utf8
+    from textgen.evaluation.dynamic import encode_text
+    from textgen.evaluation.evaluate import read_utf8
 
     return encode_text(run.load_tokenizer(), read_utf8(path), path)
 

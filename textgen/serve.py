@@ -13,7 +13,7 @@ import socket
 from collections.abc import Sequence
 
 from textgen import cli
-from textgen.errors import TextgenError
+from textgen.core.errors import TextgenError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,8 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError:
         raise TextgenError("serving needs the serve extra: pip install '.[serve]'", "") from None
 
-    from textgen.batcher import Backend
-    from textgen.server import Limits, create_app
+    from textgen.serving.batcher import Backend
+    from textgen.serving.server import Limits, create_app
 
     sock = _bind(args.host, args.port)  # before the slow part: a taken port fails fast
     cli.quiet_tensorflow()

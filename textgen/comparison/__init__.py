@@ -1,0 +1,2 @@
+"""One-hot vs integer ids, measured: the prefixes and estimates, the measured child processes,
+the report."""

@@ -1,0 +1,1 @@
+"""How good a model is: streamed, windowed and dynamic scoring, and `evaluate`."""

@@ -1,0 +1,1 @@
+"""Text from a model: the compiled sampler (sampling rule, seeds) and `Generator`."""

@@ -1,0 +1,288 @@
+"""`Generator`: samples text from a run with one compiled loop over tokens, traced once.
+
+The trained layers are folded into a step model (`stepmodel.py`): Embedding times the first
+LSTM's input kernel (plus bias) becomes one `[vocab, 4 * units]` table, so that input costs a
+gather, and each layer's recurrent matmul for the next token runs beside the token-to-token chain.
+One `tf.function` (`build_sampler`, shared with the export and the server) reads up to `BLOCK`
+prompt tokens (each prompt once, for all its rows) and samples up to `BLOCK` tokens in a
+`tf.while_loop`, carrying the LSTM states in and out as tensors, so `stream` calls it block after
+block. Temperature (0: greedy), top-k (0: off), top-p (1: off), the seed, the position and the
+sample number are per-row tensors and every shape is fixed but the batch, so no call retraces
+(and `jit_compile=True` compiles once per batch size); rows of one call may differ in all of
+them. The sampling rule (greedy, plain, or top-k/top-p first) is chosen once per call, each
+with its own loop, so no token pays for a branch. Token t of a row draws a uniform from a
+counter-based hash of (seed, sample number, t) and inverts the cumulative distribution at it:
+the text depends on the seed, not on the blocks, nor on the other rows of the batch.
+
+An empty prompt starts as if after a line break: the newline token is fed when the vocabulary
+has one; otherwise sampling starts from the zero state. TensorFlow is imported lazily, so bad
+arguments, runs and prompts are rejected without it.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from textgen.core.errors import TextgenError
+from textgen.data.tokenizers import UNKNOWN_ID, Tokenizer
+from textgen.generation.sampler import BLOCK, build_sampler
+from textgen.model.stepmodel import SEED_MODULUS, StepModel
+from textgen.run.rundir import RunDir
+
+STREAM_CHUNK = 64  # tokens per `stream` chunk by default: about a line of text at a time
+
+
+class UnknownCharsWarning(UserWarning):
+    """Prompt characters outside the vocabulary were mapped to the unknown id."""
+
+
+def check_sampling_args(
+    *,
+    length: int,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    num_samples: int,
+    prefix: str = "",
+) -> None:
+    """Rejects sampling arguments out of range; needs no TensorFlow.
+
+    Args:
+        length: Tokens per sample, >= 1.
+        temperature: >= 0 (0: greedy).
+        top_k: >= 0 (0: off).
+        top_p: In (0, 1] (1: off).
+        num_samples: >= 1.
+        prefix: Put before each argument's name in errors; `--` names the command line.
+
+    Raises:
+        TextgenError: naming the argument at fault.
+    """
+    rules = [
+        ("length", length, length >= 1, ">= 1"),
+        ("temperature", temperature, math.isfinite(temperature) and temperature >= 0, ">= 0"),
+        ("top-k" if prefix else "top_k", top_k, top_k >= 0, ">= 0"),
+        ("top-p" if prefix else "top_p", top_p, 0 < top_p <= 1, "in (0, 1]"),
+        ("num-samples" if prefix else "num_samples", num_samples, num_samples >= 1, ">= 1"),
+    ]
+    for name, value, ok, must in rules:
+        if not ok:
+            where = "command line" if prefix else name
+            raise TextgenError(f"{prefix}{name} must be {must}, got {value}", where)
+
+
+def encode_prompt(
+    tokenizer: Tokenizer, prompt: str, *, on_unknown: Literal["error", "warn"] = "error"
+) -> np.ndarray:
+    """Prompt ids (int32); needs no TensorFlow.
+
+    Args:
+        tokenizer: The run's tokenizer.
+        prompt: The text.
+        on_unknown: Characters outside the vocabulary: `error` lists them in a TextgenError;
+            `warn` issues an `UnknownCharsWarning` and keeps them as the unknown id.
+    """
+    ids = np.asarray(tokenizer.encode(prompt), dtype=np.int32)  # (tokens,)
+    if not (ids == UNKNOWN_ID).any():
+        return ids
+    missing = [c for c in dict.fromkeys(prompt) if UNKNOWN_ID in tokenizer.encode(c)]
+    listed = " ".join(f"{c!r} (U+{ord(c):04X})" for c in missing[:20])
+    more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
+    what = f"prompt characters outside the model's vocabulary: {listed}{more}"
+    if on_unknown != "warn":
+        raise TextgenError(what, "prompt")
+    warnings.warn(f"{what}; fed as the unknown token", UnknownCharsWarning, stacklevel=2)
+    return ids
+
+
+def seed_value(seed: int | None) -> int:
+    """A seed as the sampler takes it (an int64 in [0, 2^62)); None draws a fresh random one."""
+    if seed is None:
+        return secrets.randbits(62)
+    return int(seed) % SEED_MODULUS
+
+
+class Generator:
+    """Samples from a trained model with temperature, top-k and top-p; batched and streamed.
+
+    Args:
+        model: ids [batch, time] -> logits [batch, time, vocab] from `build_model`.
+        tokenizer: The run's tokenizer.
+        jit_compile: XLA-compile the loop (one compile, seconds, per number of samples): a
+            win for small models on a CPU, none at 256 units and more (docs/benchmarks.md,
+            `scripts/bench_sample.py`). The draws are the same ops either way; XLA's
+            float rounding may differ, so rarely a seed gives other text than without it.
+    """
+
+    def __init__(self, model, tokenizer: Tokenizer, *, jit_compile: bool = False) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.vocab_size = tokenizer.vocab_size
+        self.trace_count = 0  # Python-side executions of the traced body: 1 after any calls
+        self._step = StepModel(model)
+        self.block = BLOCK
+        self._sampler = build_sampler(
+            self._step, self.block, jit_compile=jit_compile, on_trace=self._count_trace
+        )
+        newline = np.asarray(tokenizer.encode("\n"), dtype=np.int32)
+        ok = len(newline) == 1 and newline[0] != UNKNOWN_ID
+        self._start_ids = newline if ok else np.zeros(0, np.int32)  # (1,) or (0,)
+        # Pieces that decode to U+FFFD alone (sentencepiece bytes of a multi-byte character):
+        # a stream holds a trailing run of them back until the character is complete.
+        self._partial = np.array(
+            ["\ufffd" in tokenizer.decode([i]) for i in range(self.vocab_size)], dtype=bool
+        )
+
+    def _count_trace(self) -> None:
+        self.trace_count += 1
+
+    def refresh(self) -> None:
+        """Picks up the model's current weights (the trainer samples after each epoch)."""
+        self._step.refresh()
+
+    @classmethod
+    def from_run(
+        cls, run: str | Path | RunDir, checkpoint: str = "best", *, jit_compile: bool = False
+    ) -> Generator:
+        """Loads a run's weights and tokenizer.
+
+        Args:
+            run: The run dir (`train.out_dir`), or a `RunDir` already read.
+            checkpoint: `best` (model.keras, else the latest checkpoint), `latest`, or a
+                checkpoint path prefix such as `RUN/checkpoints/ckpt-3`.
+            jit_compile: See the class.
+
+        Raises:
+            TextgenError: a missing run or checkpoint, or an unreadable file.
+        """
+        run = run if isinstance(run, RunDir) else RunDir(run)
+        tokenizer = run.load_tokenizer()
+        return cls(run.load_model(checkpoint), tokenizer, jit_compile=jit_compile)
+
+    def generate(
+        self,
+        prompt: str = "",
+        length: int = 500,
+        *,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        num_samples: int = 1,
+        seed: int | None = None,
+        on_unknown: Literal["error", "warn"] = "error",
+    ) -> list[str]:
+        """Samples `num_samples` continuations of `prompt` (the prompt itself not included).
+
+        Args:
+            prompt: Text to continue; empty starts after a line break.
+            length: Tokens per sample (characters for a char run).
+            temperature: Softmax temperature; 0 is greedy (argmax).
+            top_k: Sample among the k likeliest tokens; 0 is off.
+            top_p: Sample among the likeliest tokens whose probability sums to p; 1 is off.
+            num_samples: Samples drawn side by side, in one batch.
+            seed: The same seed gives the same text; None draws a random one.
+            on_unknown: Prompt characters outside the vocabulary: `error`, or `warn` and feed
+                them as the unknown id.
+
+        Returns:
+            One string per sample.
+
+        Raises:
+            TextgenError: an argument out of range or (`error`) unknown prompt characters.
+        """
+        pieces = [[] for _ in range(num_samples)]
+        chunks = self.stream(
+            prompt, length, temperature=temperature, top_k=top_k, top_p=top_p,
+            num_samples=num_samples, seed=seed, chunk_size=length, on_unknown=on_unknown,
+        )  # fmt: skip
+        for chunk in chunks:
+            for piece, text in zip(pieces, chunk, strict=True):
+                piece.append(text)
+        return ["".join(piece) for piece in pieces]
+
+    def stream(
+        self,
+        prompt: str = "",
+        length: int = 500,
+        *,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        num_samples: int = 1,
+        seed: int | None = None,
+        chunk_size: int = STREAM_CHUNK,
+        on_unknown: Literal["error", "warn"] = "error",
+    ) -> Iterator[list[str]]:
+        """Like `generate`, but yields the text as it is made: one string per sample per chunk.
+
+        Args:
+            chunk_size: Tokens per chunk, one compiled call each, at most `BLOCK` (the text is
+                the same for any chunk size; `generate` uses the largest).
+            (the others as in `generate`)
+
+        Yields:
+            Lists of `num_samples` strings; joining a sample's strings gives its text.
+        """
+        check_sampling_args(
+            length=length, temperature=temperature, top_k=top_k, top_p=top_p,
+            num_samples=num_samples,
+        )  # fmt: skip
+        prompt_ids = encode_prompt(self.tokenizer, prompt, on_unknown=on_unknown)
+        feed = prompt_ids if len(prompt_ids) else self._start_ids  # (prompt tokens,)
+        states = self._step.zero_states(num_samples)  # (2 * layers, samples, units)
+        n = num_samples
+        settings = {  # one value per sample: (samples,) each
+            "temperature": np.full(n, temperature, np.float32),
+            "top_k": np.full(n, min(top_k, self.vocab_size), np.int32),
+            "top_p": np.full(n, top_p, np.float32),
+            "seed": np.full(n, seed_value(seed), np.int64),
+            "sample": np.arange(n, dtype=np.int32),
+        }
+        chunk_size = min(max(chunk_size, 1), self.block)
+        while len(feed) > self.block:  # a long prompt: read all but the last block first
+            _, states = self._call(feed[: self.block], states, 0, 0, settings)
+            feed = feed[self.block :]
+        held = [np.zeros(0, np.int32) for _ in range(num_samples)]
+        done = 0
+        while done < length:
+            size = min(chunk_size, length - done)
+            tokens, states = self._call(feed, states, size, done, settings)  # (samples, size)
+            feed, done = feed[:0], done + size
+            texts = []
+            for i, row in enumerate(tokens):
+                text, held[i] = self._detokenize(np.concatenate([held[i], row]))
+                texts.append(text)
+            yield texts
+        if any(len(h) for h in held):
+            yield [self.tokenizer.decode(h) for h in held]
+
+    def _call(self, feed: np.ndarray, states, size: int, position: int, settings: dict):
+        """One compiled call: all samples read `feed` (<= block tokens), then sample `size`."""
+        samples = len(settings["sample"])
+        padded = np.zeros((1, self.block), np.int32)  # (1, block): one prompt for all samples
+        padded[0, : len(feed)] = feed
+        feed_row = np.full(samples, 0 if len(feed) else -1, np.int32)  # (samples,)
+        tokens, states = self._sampler(
+            padded,
+            np.array([len(feed)], np.int32),
+            feed_row,
+            states,
+            np.int32(size),
+            np.full(samples, position, np.int32),
+            **settings,
+        )  # (samples, block), (2 * layers, samples, units)
+        return tokens.numpy()[:, :size], states
+
+    def _detokenize(self, ids: np.ndarray) -> tuple[str, np.ndarray]:
+        """Text of `ids` except a trailing run of partial pieces, which are returned held."""
+        keep = len(ids)
+        while keep and self._partial[ids[keep - 1]]:
+            keep -= 1
+        return self.tokenizer.decode(ids[:keep]), ids[keep:]

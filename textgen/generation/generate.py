@@ -33,7 +33,8 @@ import numpy as np
 from textgen.core.errors import TextgenError
 from textgen.data.tokenizers import UNKNOWN_ID, Tokenizer
 from textgen.generation.sampler import BLOCK, build_sampler
-from textgen.model.stepmodel import SEED_MODULUS, StepModel
+from textgen.generation.sampling import SEED_MODULUS
+from textgen.model.stepmodel import StepModel
 from textgen.run.rundir import RunDir
 
 STREAM_CHUNK = 64  # tokens per `stream` chunk by default: about a line of text at a time

@@ -3,17 +3,17 @@ the server (rows of one call may differ in prompt, settings, seed and position).
 
 from __future__ import annotations
 
-from textgen.model.stepmodel import (
+from textgen.generation.sampling import (
     FILTERED,
     GREEDY,
     PLAIN,
-    StepModel,
     pick_tokens,
     row_keys,
     row_settings,
     sampling_rule,
     uniforms,
-)
+)  # fmt: skip
+from textgen.model.stepmodel import StepModel
 
 # A block: the most tokens one compiled call reads or samples (chosen by measurement, see
 # docs/benchmarks.md). A chunk: what `Generator.stream` yields, one call of at most a block.

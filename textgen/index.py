@@ -7,7 +7,9 @@ import time
 from collections.abc import Sequence
 
 from textgen import cli
+from textgen.core.config import load_config
 from textgen.core.progress import ProgressBar
+from textgen.data.corpus import index_corpus
 
 
 def index_bar() -> ProgressBar:
@@ -48,9 +50,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = cli.config_parser("textgen.index", "Index a corpus into int32 memmaps.")
     parser.add_argument("--force", action="store_true", help="rebuild even if up to date")
     args = parser.parse_args(argv)
-
-    from textgen.core.config import load_config
-    from textgen.data.corpus import index_corpus
 
     cfg = load_config(args.config, args.overrides)
     bar = index_bar()

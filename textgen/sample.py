@@ -14,6 +14,10 @@ import warnings
 from collections.abc import Sequence
 
 from textgen import cli
+from textgen.evaluation.dynamic import adapt_generator, encode_text
+from textgen.evaluation.evaluate import read_utf8
+from textgen.generation.generate import Generator, check_sampling_args, encode_prompt
+from textgen.run.rundir import RunDir
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -55,9 +59,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    from textgen.generation.generate import Generator, check_sampling_args, encode_prompt
-    from textgen.run.rundir import RunDir
-
     explicit = {k: v for k, v in _sampling_args(args).items() if v is not None}
     check_sampling_args(**{**_NEUTRAL, **explicit}, prefix="--")  # before anything slow
     run = RunDir(args.run_dir)
@@ -73,8 +74,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     cli.quiet_tensorflow()
     generator = Generator.from_run(run, args.checkpoint, jit_compile=args.xla)
     if adapt_ids is not None:
-        from textgen.evaluation.dynamic import adapt_generator
-
         adapt_generator(generator, adapt_ids)
     out = _utf8_stdout()
     with warnings.catch_warnings():
@@ -85,9 +84,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _adapt_ids(run, path: str):
     """The ids of the `--adapt` text; a missing or non-UTF-8 file or unknown chars are errors."""
-    from textgen.evaluation.dynamic import encode_text
-    from textgen.evaluation.evaluate import read_utf8
-
     return encode_text(run.load_tokenizer(), read_utf8(path), path)
 
 

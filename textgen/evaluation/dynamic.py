@@ -30,6 +30,7 @@ import numpy as np
 from textgen.core.errors import TextgenError
 from textgen.data.tokenizers import UNKNOWN_ID, Tokenizer
 from textgen.evaluation.scoring import (
+    ArrayTokens,
     Score,
     TokenSource,
     chunks,
@@ -215,8 +216,6 @@ def adapt_generator(generator, ids: np.ndarray, settings: DynamicSettings | None
     Returns:
         The text's score while it was read the last time.
     """
-    from textgen.evaluation.scoring import ArrayTokens
-
     lengths = generator.tokenizer.token_char_lengths()
     score = DynamicEvaluator(generator.model, lengths, settings).adapt(ArrayTokens(ids))
     generator.refresh()

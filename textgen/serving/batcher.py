@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from textgen.core.errors import TextgenError
+from textgen.serving import export
 
 
 class Backend:
@@ -48,8 +49,6 @@ class Backend:
         Raises:
             TextgenError: neither an export nor a usable run dir.
         """
-        from textgen.serving import export
-
         path = Path(path)
         if export.is_export(path):
             import tensorflow as tf

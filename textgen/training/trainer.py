@@ -30,6 +30,7 @@ from textgen.core.progress import format_duration
 from textgen.data.corpus import index_corpus
 from textgen.data.dataplan import DataPlan
 from textgen.evaluation.scoring import Scorer
+from textgen.generation.generate import Generator
 from textgen.run.checkpoints import TrainCounters
 from textgen.run.rundir import RunDir
 from textgen.training.budget import TimeBudget
@@ -93,7 +94,7 @@ def train(
     Args:
         cfg: The resolved config.
         on_event: Called as `on_event(kind, **data)` for `index`, `indexed`, `start`,
-            `resume`, `progress`, `eval`, `sample`, `warning` and `stop` events.
+            `resume`, `budget`, `progress`, `eval`, `sample`, `warning` and `stop` events.
         stop: Set it (e.g. from a SIGINT handler) to checkpoint and return early.
 
     Returns:
@@ -345,8 +346,6 @@ class _Loop:
         """Appends samples at the configured temperatures to samples.txt."""
         if not self.chief:
             return
-        from textgen.generation.generate import Generator
-
         if self.generator is None:
             self.generator = Generator(self.session.model, self.data.index.tokenizer)
         self.generator.refresh()  # one compiled sampler per run, fed the latest weights

@@ -308,8 +308,9 @@ class _Loop:
         val, started = self.data.index.val, time.monotonic()
         limit = None if final else self.cfg.train.eval_windows * self.cfg.windows.maxlen
         score = self.scorer.score_streams(val, limit_tokens=limit)
-        if self.budget and not final:
-            self.budget.observe_eval(time.monotonic() - started)
+        eval_s = time.monotonic() - started
+        if self.budget and not final:  # the final evaluation's cost is kept out of the budget
+            self.budget.observe_eval(eval_s, final_share=len(val) / max(score.tokens, 1))
         record = {
             "step": counters.step,
             "epoch": counters.epoch,
@@ -322,6 +323,7 @@ class _Loop:
             ),
             "rss_mb": round(rss_mb(), 1),
             "elapsed_s": round(self.spent_before + self.clock.elapsed(), 2),
+            "eval_s": round(eval_s, 2),  # this evaluation's seconds (in elapsed_s from the next)
             "final": final,
             "method": score.method,
         }

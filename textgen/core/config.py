@@ -55,7 +55,7 @@ class ModelConfig:
     units: int = 384  # 600-s sweep on 2 cores: 2 x 384 beat 2 x 256 and 2 x 512 (benchmarks.md)
     layers: int = 2  # same sweep: 3 x 256 was far worse than 2 x 256
     dropout: float = 0.0  # a few MB, few epochs: underfitting, not overfitting, is the risk
-    # auto: the lean kernel (textgen/lstm_kernel.py; same weights) on a CPU, where Keras' LSTM
+    # auto: the lean kernel (textgen/model/lstm_kernel.py; same weights) on a CPU, where Keras' LSTM
     # spends its time on per-op overhead; Keras' own LSTM where a GPU is visible (cuDNN).
     lstm_kernel: Literal["auto", "keras", "lean"] = "auto"
 

@@ -82,7 +82,8 @@ class TrainConfig:
     # sets 10m; a config that names no budget trains for `epochs`, not for a surprise duration
     learning_rate: float = 3e-3  # 600-s sweep at batch 16: 3e-3 beat 2e-3 (char-rnn's)
     adam_beta2: float = 0.999  # Keras' default; beat 0.99 at batch 16 (600-s sweep)
-    lr_schedule: Literal["constant", "cosine"] = "cosine"  # decays to min_lr_ratio by the end
+    lr_schedule: Literal["constant", "cosine", "linear"] = "cosine"  # decays to min_lr_ratio by
+    # the end (linear: by equal steps; measured against cosine in docs/benchmarks.md)
     warmup_steps: int = 100  # linear warmup keeps the first Adam steps (at lr 3e-3) from blowing up
     min_lr_ratio: float = 0.1  # cosine floor, as a fraction of learning_rate
     clip_norm: float = 1.0  # global-norm clipping: LSTMs occasionally spike

@@ -63,7 +63,7 @@ def test_a_changed_mode_rebuilds_and_stream_is_unchanged(tmp_path: Path) -> None
     assert not json.loads((tmp_path / "index" / "tokenizer.json").read_text()).get("end_of_text")
     lines, built = index_corpus(_cfg(tmp_path, corpus, "lines").data)
     assert built and lines.meta["documents"]["count"] == len(NAMES)
-    again, built = index_corpus(_cfg(tmp_path, corpus, "lines").data)
+    _, built = index_corpus(_cfg(tmp_path, corpus, "lines").data)
     assert not built
 
 
@@ -92,10 +92,8 @@ def test_bad_documents_value_and_empty_list(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="'stream', 'lines', 'paragraphs', 'files'"):
         load_config(None, ["data.documents=sentences"])
     corpus = write_corpus(tmp_path, "\n \n\n")
-    config = write_config(
-        tmp_path, {"data": {"path": str(corpus), "index_dir": str(tmp_path / "i"),
-                            "documents": "lines"}}  # fmt: skip
-    )
+    data = {"path": str(corpus), "index_dir": str(tmp_path / "i"), "documents": "lines"}
+    config = write_config(tmp_path, {"data": data})
     proc = run_cli("textgen.index", config)
     assert_one_line_error(proc, "no documents", str(corpus))
 

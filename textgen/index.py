@@ -21,7 +21,10 @@ def describe_index(index, *, built: bool, seconds: float | None = None) -> str:
     """The one-line summary of an index that `index` and `train` print."""
     counts, sources = index.meta["counts"], index.meta["sources"]
     if not built:
-        return f"index is up to date: {index.directory} ({counts['tokens']:,} tokens)"
+        return (
+            f"index is up to date: {index.directory} ({counts['tokens']:,} tokens"
+            f"{describe_documents(index.meta)})"
+        )
     megabytes = sum(s["size"] for s in sources) / 1e6
     replaced = counts["replaced_chars"]
     extra = f", {replaced:,} invalid bytes replaced" if replaced else ""
@@ -30,7 +33,19 @@ def describe_index(index, *, built: bool, seconds: float | None = None) -> str:
     return (
         f"indexed {megabytes:.1f} MB from {len(sources)} file(s) into {index.directory}: "
         f"{counts['train_tokens']:,} train + {counts['val_tokens']:,} val tokens, "
-        f"vocab {index.vocab_size}{extra}"
+        f"vocab {index.vocab_size}{describe_documents(index.meta)}{extra}"
+    )
+
+
+def describe_documents(meta: dict) -> str:
+    """`, N documents (MODE; length in chars: median M, 10-90% A-B, max X)`, or "" for a stream."""
+    docs = meta.get("documents")
+    if not docs:
+        return ""
+    q = docs["length_quantiles"]
+    return (
+        f", {docs['count']:,} documents ({docs['mode']}; length in chars: median {q['p50']}, "
+        f"10-90% {q['p10']}-{q['p90']}, max {q['p100']})"
     )
 
 

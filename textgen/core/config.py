@@ -33,6 +33,10 @@ class DataConfig:
     sp_vocab_size: int = 2000  # sentencepiece only: small enough to train in seconds on 1 MB
     sp_model_type: Literal["bpe", "unigram", "char"] = "unigram"  # sentencepiece's own default
     sp_sample_lines: int = 300_000  # sentencepiece only: lines sampled, so its RAM is bounded
+    # stream: the corpus is one text (a book). lines / paragraphs / files: a list of short
+    # documents, one per non-empty line / blank-line-separated paragraph / source file, each
+    # followed by an end-of-text token; sampling then stops at a document's end.
+    documents: Literal["stream", "lines", "paragraphs", "files"] = "stream"
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,10 @@ sandbox laid out like one (`checkout`), whose parts are small stand-ins:
 - `runs/base`: what `make train` makes (`python -m textgen.train configs/base.yaml`), with
   `train.max_steps=3`; `exported/base`: that run exported; `index/`: their index.
 - `docs/`: empty, for `--plot docs/...`.
-Each command gets a fresh directory linking those parts (a command that writes a run, an index
-or an export gets none there to resume or overwrite), with the small budget of BUDGET appended
-(the last value of an option or key wins). The commands run in this process as their
+Each command gets a fresh directory linking those parts (but a command that writes runs, an
+index or exports gets its own empty `runs/`, `index/` or `exported/`: nothing to resume or
+overwrite), with the small budget of BUDGET appended (the last value of an option or key wins;
+a sentencepiece command also gets SP_BUDGET). The commands run in this process as their
 `python -m` entry does (`cli.run(module.main, args)`), to spare a TensorFlow import each;
 `serve` runs as a process, asked once. A README command naming a module that no longer
 exists, or exiting non-zero, fails its test.
@@ -105,10 +106,10 @@ def logical_lines(start: int, lines: list[str]) -> Iterator[tuple[int, str]]:
         yield first, " ".join(parts).strip()
 
 
-def readme_lines(kind: str) -> list:
-    """`commands`: README's textgen commands; `skipped`: (line, program) of NOT_RUN lines."""
+def shell_lines(markdown: str) -> tuple[list[Command], list[tuple[int, str]]]:
+    """The textgen commands of shell code blocks, and (line, program) of the NOT_RUN lines."""
     commands, skipped = [], []
-    for lang, start, lines in code_blocks(README.read_text(encoding="utf-8")):
+    for lang, start, lines in code_blocks(markdown):
         if lang not in SHELL_BLOCKS:
             continue
         for number, line in logical_lines(start, lines):
@@ -123,10 +124,10 @@ def readme_lines(kind: str) -> list:
             if module == "textgen" and args:  # the console script or `python -m textgen`
                 module, args = f"textgen.{args[0]}", args[1:]
             commands.append(Command(number, line, module, tuple(args)))
-    return commands if kind == "commands" else skipped
+    return commands, skipped
 
 
-README_COMMANDS = readme_lines("commands")
+README_COMMANDS, README_SKIPPED = shell_lines(README.read_text(encoding="utf-8"))
 
 
 @contextlib.contextmanager
@@ -205,9 +206,29 @@ def test_the_readme_shows_every_command_and_the_parser_finds_them():
     assert {"textgen.sample", "textgen.evaluate", "textgen.train", "textgen.compare",
             "textgen.export", "textgen.serve"} <= modules  # fmt: skip
     assert set(BUDGET) >= modules, "a new README command needs its budget in BUDGET"
-    assert {program for _, program in readme_lines("skipped")} == set(NOT_RUN)
+    assert {program for _, program in README_SKIPPED} == set(NOT_RUN)
     continued = [c for c in README_COMMANDS if "\\" in c.text]
     assert not continued, "a continued line was not joined"
+
+
+def test_the_parser_joins_continued_lines_and_drops_comments_and_output():
+    markdown = "\n".join([
+        "text", "```", "python -m textgen.compare configs/base.yaml --sizes 0.25 \\",
+        "    --steps 5   # a comment", "textgen train configs/tiny.yaml data.path='a b/*.txt'",
+        "make test", "textgen: error: some output (here)", "And God said.", "```", "```python",
+        "python -m textgen.sample runs/base", "```",
+    ])  # fmt: skip
+    commands, skipped = shell_lines(markdown)
+    assert [(c.line, c.module, c.args) for c in commands] == [
+        (3, "textgen.compare", ("configs/base.yaml", "--sizes", "0.25", "--steps", "5")),
+        (5, "textgen.train", ("configs/tiny.yaml", "data.path=a b/*.txt")),
+    ]
+    assert skipped == [(6, "make")]
+
+
+def test_a_command_whose_module_is_gone_fails(tmp_path):
+    with pytest.raises(pytest.fail.Exception, match=r"textgen\.generate does not exist"):
+        run_entry("textgen.generate", [], tmp_path)
 
 
 @pytest.mark.parametrize("command", README_COMMANDS, ids=str)

@@ -213,3 +213,44 @@ def test_table_and_plot_show_skipped_estimates(tmp_path):
         assert not drawn and not png.exists()
     else:
         assert drawn and png.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    "config", sorted((REPO_ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_textgen_side_runs_the_classic_windows_on_every_config(tmp_path, config):
+    from textgen.data.corpus import index_corpus
+    from textgen.data.dataplan import DataPlan
+
+    text = synthetic_text(lines=300, seed=9)
+    corpus = write_corpus(tmp_path, text)
+    words = [f"data.path={corpus}"]
+    own = load_config(config, words)
+    cfg = load_config(config, [*measure.CLASSIC_OVERRIDES, *words])
+    used = measure.ids_config(cfg, corpus, tmp_path, 2, len(text))
+    index, _ = index_corpus(used.data, min_split_tokens=41)
+    DataPlan(used, index)  # what refused base.yaml's carried state with the classic windows
+    assert (used.windows.maxlen, used.windows.step, used.windows.target) == (40, 3, "next")
+    assert not used.windows.carry_state
+    overridden = {o["key"]: o for o in measure.overridden_settings(own, used)}
+    for key, value, _ in measure.CLASSIC_SETTINGS:
+        section, _, name = key.partition(".")
+        if getattr(getattr(own, section), name) != value:
+            assert overridden[key]["used"] == value
+    if own.windows.carry_state:
+        assert overridden["windows.carry_state"]["config"] is True
+        assert "state" in overridden["windows.carry_state"]["why"]
+    assert overridden["train.max_steps"]["used"] == 2
+    assert all(o["why"] and o["config"] != o["used"] for o in overridden.values())
+    assert "data.path" not in overridden and "train.out_dir" not in overridden
+
+
+def test_a_command_line_setting_wins_and_is_not_reported_as_overridden(tmp_path):
+    corpus = write_corpus(tmp_path, synthetic_text(lines=50))
+    words = [f"data.path={corpus}", "model.units=64"]
+    own = load_config(REPO_ROOT / "configs" / "base.yaml", words)
+    cfg = load_config(REPO_ROOT / "configs" / "base.yaml", [*measure.CLASSIC_OVERRIDES, *words])
+    used = measure.ids_config(cfg, corpus, tmp_path, 1, 1000)
+    keys = [o["key"] for o in measure.overridden_settings(own, used)]
+    assert used.model.units == 64 and "model.units" not in keys
+    assert "windows.carry_state" in keys and "model.layers" in keys

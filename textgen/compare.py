@@ -7,6 +7,10 @@ parent, which never imports TensorFlow, adds nothing. A one-hot run whose estima
 80% of the available RAM is not started: its row says `skipped`, with the estimate
 (build: the exact bytes of `x` and `y`; build + fit: TensorFlow's import plus 3.2x those bytes,
 as measured).
+
+textgen's side runs the classic example's windows and model, whatever the config says, and
+turns off what those windows cannot have (carried state); stderr and the JSON's `overridden`
+say which settings of the config were changed, from what to what, and why.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from textgen import cli
 from textgen.comparison.measure import (
@@ -24,7 +29,9 @@ from textgen.comparison.measure import (
     RAM_FRACTION,
     available_mb,
     check_writable,
+    ids_config,
     measure,
+    overridden_settings,
     parse_sizes,
     read_prefixes,
 )  # fmt: skip
@@ -35,6 +42,21 @@ from textgen.core.errors import TextgenError
 
 def _say(text: str) -> None:
     print(f"compare: {text}", file=sys.stderr, flush=True)
+
+
+def _say_overridden(config: str, overridden: list[dict[str, Any]]) -> None:
+    """One progress line per reason: the settings textgen's side changes, from -> to."""
+    by_reason: dict[str, list[str]] = {}
+    for o in overridden:
+        change = f"{o['key']} {_yaml(o['config'])} -> {_yaml(o['used'])}"
+        by_reason.setdefault(o["why"], []).append(change)
+    for why, changes in by_reason.items():
+        _say(f"textgen's side overrides {config}: {', '.join(changes)} ({why})")
+
+
+def _yaml(value: Any) -> str:
+    """A setting's value as it is written in a config (true, null, 40, next)."""
+    return json.dumps(value).strip('"')
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -55,7 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_writable(args.json, "--json")
     check_writable(args.plot, "--plot")
 
+    own = load_config(args.config, args.overrides)
     cfg = load_config(args.config, [*CLASSIC_OVERRIDES, *args.overrides])
+    overridden = overridden_settings(own, ids_config(cfg, Path(), Path(), args.steps, 1))
+    _say_overridden(args.config, overridden)
     prefixes = read_prefixes(cfg, sizes)
     if prefixes[-1].whole:
         _say(f"the corpus has only {prefixes[-1].nbytes / 1e6:.3g} MB: measuring it whole for "
@@ -64,7 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(markdown_table(rows, args.steps), flush=True)
     available = args.available_mb if args.available_mb is not None else available_mb()
     if args.json:
-        report = {"steps": args.steps, "available_mb": round(available, 1), "rows": rows}
+        report = {"steps": args.steps, "available_mb": round(available, 1),
+                  "overridden": overridden, "rows": rows}  # fmt: skip
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     if args.plot and not plot(rows, args.plot, args.steps, available, ram_fraction=RAM_FRACTION):
         _say("matplotlib is not installed: no plot written")

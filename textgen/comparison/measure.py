@@ -28,12 +28,22 @@ from textgen.data.corpus import index_corpus
 from textgen.data.sources import find_sources, read_text_chunks
 
 DEFAULT_SIZES = (0.5, 1.0, 2.0, 5.0, 10.0, 100.0)  # MB (10^6 bytes) prefixes of the corpus
-# The classic example's settings (textgen's embedding: 32 dims); key=value words on the command
-# line still override them, for both pipelines.
-CLASSIC_OVERRIDES = (
-    "windows.maxlen=40", "windows.step=3", "windows.target=next", "model.units=128",
-    "model.layers=1", "model.embedding_dim=32", "model.dropout=0.0", "train.batch_size=128",
+_LIKE_FOR_LIKE = "the classic example's windows and model, so both pipelines do the same work"
+# The classic example's settings (textgen's embedding: 32 dims) and what those windows require,
+# each with why; key=value words on the command line still override them, for both pipelines.
+CLASSIC_SETTINGS: tuple[tuple[str, Any, str], ...] = (
+    ("windows.maxlen", 40, _LIKE_FOR_LIKE),
+    ("windows.step", 3, _LIKE_FOR_LIKE),
+    ("windows.target", "next", _LIKE_FOR_LIKE),
+    ("windows.carry_state", False, "the classic windows overlap (step 3) and have one target "
+     "each: there is no contiguous stream whose LSTM state could be carried"),
+    ("model.units", 128, _LIKE_FOR_LIKE),
+    ("model.layers", 1, _LIKE_FOR_LIKE),
+    ("model.embedding_dim", 32, _LIKE_FOR_LIKE),
+    ("model.dropout", 0.0, _LIKE_FOR_LIKE),
+    ("train.batch_size", 128, _LIKE_FOR_LIKE),
 )  # fmt: skip
+CLASSIC_OVERRIDES = tuple(f"{key}={json.dumps(value)}" for key, value, _ in CLASSIC_SETTINGS)
 # Peak RSS of the classic run = importing TensorFlow + Keras (~600 MB) + 3.2x the arrays: the
 # numpy arrays themselves, plus ~2x while Keras 3 `fit` turns them into one tensor. Measured on
 # 0.25-4 MB of text (TF 2.21, Keras 3.15, CPU): 3.08-3.2x over the import's RSS.
@@ -161,7 +171,7 @@ def ids_config(cfg: Config, prefix_path: Path, work: Path, steps: int, chars: in
         path=str(prefix_path),
         index_dir=str(work / "index"),
         tokenizer="char",
-        val_fraction=min(0.05, max(0.001, 20_000 / max(chars, 1))),  # ~20k ids, scored at the end
+        val_fraction=_val_fraction(chars),
     )
     train = dataclasses.replace(
         cfg.train,
@@ -178,6 +188,50 @@ def ids_config(cfg: Config, prefix_path: Path, work: Path, steps: int, chars: in
         fresh=True,
     )
     return cfg.replace(data=data, train=train)
+
+
+def _val_fraction(chars: int) -> float:
+    """About 20k val ids, scored at the end: 5% at most, 0.1% at least."""
+    return min(0.05, max(0.001, 20_000 / max(chars, 1)))
+
+
+# Why textgen's run on a prefix (ids_config) sets what it sets beyond CLASSIC_SETTINGS.
+_RUN_REASONS = {
+    "data.tokenizer": "the one-hot side is character-level: both pipelines see the same ids",
+    "train.epochs": "--steps K ends every run, on every prefix",
+    "train.steps_per_epoch": "--steps K ends every run, on every prefix",
+    "train.max_steps": "--steps K ends every run, on every prefix",
+    "train.max_time": "--steps K ends every run, on every prefix",
+    "train.checkpoint_every": "one checkpoint and one small evaluation, after the K steps",
+    "train.eval_every": "one checkpoint and one small evaluation, after the K steps",
+    "train.eval_windows": "one checkpoint and one small evaluation, after the K steps",
+    "train.patience": "no early stop before the K steps",
+    "train.distribute": "one process on one device: its own peak RSS is what is measured",
+    "train.fresh": "a new run dir for each prefix",
+}
+# Set per prefix (a temp corpus, index and run dir; ~20k val ids): not settings of the config.
+_PER_PREFIX = ("data.path", "data.index_dir", "data.val_fraction", "train.out_dir")
+
+
+def overridden_settings(own: Config, used: Config) -> list[dict[str, Any]]:
+    """What textgen's side of the comparison changes in the config, and why.
+
+    Args:
+        own: The config as the user gave it (file and command-line overrides).
+        used: The config of textgen's run on a prefix (`ids_config` of the classic config).
+
+    Returns:
+        One dict per changed setting, in config order: `key`, `config` (the user's value),
+        `used` and `why`. Per-prefix paths and the val fraction are left out.
+    """
+    reasons = {key: why for key, _, why in CLASSIC_SETTINGS} | _RUN_REASONS
+    used_values, out = used.to_dict(), []
+    for section, values in own.to_dict().items():
+        for name, value in values.items():
+            key, new = f"{section}.{name}", used_values[section][name]
+            if key not in _PER_PREFIX and new != value:
+                out.append({"key": key, "config": value, "used": new, "why": reasons[key]})
+    return out
 
 
 def run_worker(*args: str) -> dict[str, Any]:

@@ -215,7 +215,8 @@ def export(
 
     Args:
         run_dir: The run dir.
-        out_dir: Where the SavedModel goes; must not exist unless `force`.
+        out_dir: Where the SavedModel goes; must not exist unless `force`. Missing parent
+            dirs are created.
         checkpoint: `best`, `latest` or a checkpoint path prefix.
         force: Replace an existing `out_dir`.
 
@@ -232,9 +233,12 @@ def export(
         raise TextgenError("the output dir exists (use --force to replace it)", str(out))
     if out.exists() and not (out.is_dir() and (is_export(out) or not any(out.iterdir()))):
         raise TextgenError("refusing to replace something that is not an export", str(out))
-    if not out.absolute().parent.is_dir():
-        raise TextgenError("the output dir's parent does not exist", str(out))
     module = build_module(run_dir, checkpoint)
+    try:  # `export runs/base exported/base` on a fresh checkout: exported/ is made here
+        out.absolute().parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TextgenError(f"cannot create the output dir's parent: {e.strerror or e}",
+                           str(out)) from None  # fmt: skip
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:

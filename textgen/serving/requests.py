@@ -127,8 +127,9 @@ def parse_json(data: bytes) -> object:
 
 def _integer(text: str) -> int:
     """A JSON integer, refused past MAX_DIGITS digits (before Python's slow conversion)."""
-    if len(text.lstrip("-")) > MAX_DIGITS:
-        raise BadRequest(f"invalid JSON: an integer of {len(text)} digits (the most: {MAX_DIGITS})")
+    digits = len(text.lstrip("-"))
+    if digits > MAX_DIGITS:
+        raise BadRequest(f"invalid JSON: an integer of {digits} digits (the most: {MAX_DIGITS})")
     return int(text)
 
 

@@ -272,13 +272,15 @@ def _build(raw: dict[str, Any], origin: dict[str, str], where: str) -> Config:
 
 def _check_sampling(sample: SampleConfig, origin: dict[str, str], where: str) -> None:
     """The sample section by the one sampling rule (`core.sampling_settings`)."""
-    tried = [(SamplingSettings(sample.temperature, sample.top_k, sample.top_p, sample.length), "")]
-    tried += [(SamplingSettings(temperature=t), "epoch_") for t in sample.epoch_temperatures]
-    for settings, prefix in tried:
+    tried = [(SamplingSettings(sample.temperature, sample.top_k, sample.top_p, sample.length),
+              lambda f: f"sample.{f}")]  # fmt: skip
+    tried += [(SamplingSettings(temperature=t), lambda f: "sample.epoch_temperatures")
+              for t in sample.epoch_temperatures]  # fmt: skip
+    for settings, name in tried:
         try:
-            check_sampling(settings, name=lambda f, p=prefix: f"sample.{p}{f}")
+            check_sampling(settings, name=name)
         except SamplingSettingError as e:
-            key = f"sample.{prefix}{e.field}" + ("s" if prefix else "")
+            key = name(e.field)
             raise ConfigError(e.what, origin.get(key, where)) from None
 
 

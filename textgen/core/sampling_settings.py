@@ -104,14 +104,14 @@ def check_sampling(
     """
     s = settings
     temperature = _number(s.temperature, "temperature", name)
-    t32 = float(np.float32(temperature))
+    t32 = _float32(temperature)
     if temperature < 0:
         _fail("temperature", f"must be >= 0, got {temperature}", name)
     if temperature > 0 and not MIN_TEMPERATURE <= t32 <= MAX_TEMPERATURE:
         must = f"must be 0 or in [{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}] (float32)"
         _fail("temperature", f"{must}, got {temperature}", name)
     top_p = _number(s.top_p, "top_p", name)
-    if not 0 < float(np.float32(top_p)) <= 1:
+    if not 0 < _float32(top_p) <= 1:
         rounds = " (0 in float32)" if 0 < top_p <= 1 else ""
         _fail("top_p", f"must be in (0, 1], got {top_p}{rounds}", name)
     top_k = _integer(s.top_k, "top_k", 0, INT32_MAX, name)
@@ -126,6 +126,12 @@ def check_sampling(
         num_samples=_integer(s.num_samples, "num_samples", 1, min(max_samples, INT32_MAX), name),
         seed=seed,
     )
+
+
+def _float32(value: float) -> float:
+    """`value` as the graph sees it (inf past float32's range, 0 below its smallest)."""
+    with np.errstate(over="ignore"):
+        return float(np.float32(value))
 
 
 def _fail(field: str, must: str, name: Callable[[str], str]):

@@ -262,14 +262,14 @@ class Batcher:
 
     def _admit(self, now: float) -> list[Job]:
         """Moves waiting jobs that fit into the batch and encodes their prompts."""
-        with self._wake:
+        with self._wake:  # clients that left or ran out of time while waiting free the queue
+            self.waiting = [j for j in self.waiting if not self._ends(j, now)]
             room = self.max_rows - sum(j.rows for j in self.active)
             joining = []
             while self.waiting and self.waiting[0].rows <= room:
                 job = self.waiting.pop(0)
-                if not self._ends(job, now):
-                    room -= job.rows
-                    joining.append(job)
+                room -= job.rows
+                joining.append(job)
         if joining:
             try:
                 ids = self.backend.encode([job.prompt for job in joining])

@@ -4,7 +4,7 @@
     python scripts/serve_drill.py --quick    # 1 x 64 units and smaller floods, for a smoke run
 
 An untrained model over the KJV alphabet (weights do not change the speed) is exported and
-served by `python -m textgen.serve EXPORT --port 0 --max-queue 256` in its own process on
+served by `textgen.serve EXPORT --port 0 --max-queue 256 --max-length 1000000` in its own process on
 127.0.0.1; every loop is bounded and the script stops the server itself. The catalogue:
 
 - sweep: malformed and hostile bodies (5000-digit integers, 20,000 nested brackets, a top_p
@@ -307,17 +307,25 @@ async def slow_readers(port: int, n: int, seconds: float) -> dict:
     for sock in socks:
         sock.close()
     return {"streams": n, "dropped": now["dropped_requests"] - before["dropped_requests"],
+            "timed_out": now["timed_out_requests"] - before["timed_out_requests"],
             "seconds": round(time.perf_counter() - started, 1),
             "active_rows_after": now["active_rows"]}  # fmt: skip
 
 
-async def drill(port: int, pid: int, quick: bool) -> dict:
-    out = {"sweep": await sweep(port), "poison": await poison(port)}
-    out["flood"] = await flood(port, pid, 200 if quick else 1000)
-    out["long_prompt"] = await long_prompt(port)
-    out["leavers"] = await leavers(port)
-    out["slowloris"] = await slowloris(port, 20 if quick else 100, 30)
-    out["slow_readers"] = await slow_readers(port, 4 if quick else 8, 180)
+PHASES = ("sweep", "poison", "flood", "long_prompt", "leavers", "slowloris", "slow_readers")
+
+
+async def drill(port: int, pid: int, quick: bool, phases: list[str]) -> dict:
+    runs = {
+        "sweep": lambda: sweep(port),
+        "poison": lambda: poison(port),
+        "flood": lambda: flood(port, pid, 200 if quick else 1000),
+        "long_prompt": lambda: long_prompt(port),
+        "leavers": lambda: leavers(port),
+        "slowloris": lambda: slowloris(port, 20 if quick else 100, 30),
+        "slow_readers": lambda: slow_readers(port, 4 if quick else 8, 180),
+    }
+    out = {name: await runs[name]() for name in phases}
     out["server_up_at_end"] = (await healthz(port)).get("status") == "ok"
     return out
 
@@ -326,6 +334,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 x 64 units, smaller floods")
     parser.add_argument("--max-queue", type=int, default=256, help="the server's --max-queue")
+    parser.add_argument("--phases", nargs="+", choices=PHASES, default=list(PHASES))
     args = parser.parse_args()
     units, layers = (64, 1) if args.quick else (384, 2)
     with tempfile.TemporaryDirectory() as tmp:
@@ -333,16 +342,16 @@ def main() -> None:
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)}
         proc = subprocess.Popen(
             [sys.executable, "-m", "textgen.serve", str(export_dir), "--host", HOST,
-             "--port", "0", "--max-queue", str(args.max_queue)],
+             "--port", "0", "--max-queue", str(args.max_queue), "--max-length", "1000000"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )  # fmt: skip
         try:
             port = int(proc.stdout.readline().split("http://")[1].split("/")[0].split(":")[1])
-            result = asyncio.run(drill(port, proc.pid, args.quick))
+            result = asyncio.run(drill(port, proc.pid, args.quick, args.phases))
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-    five_hundreds = result["sweep"]["statuses"].get("500", 0)
+    five_hundreds = result.get("sweep", {}).get("statuses", {}).get("500", 0)
     summary = {"model": f"{layers} x {units}", "max_queue": args.max_queue,
                "status_500": five_hundreds, **result}  # fmt: skip
     print(json.dumps(summary))

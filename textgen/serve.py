@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from textgen.serving.batcher import Backend
     from textgen.serving.requests import Limits
     from textgen.serving.server import create_app
-    from textgen.serving.transport import header_timeout_protocol
+    from textgen.serving.transport import hardened_protocol
 
     sock = _bind(args.host, args.port)  # before the slow part: a taken port fails fast
     cli.quiet_tensorflow()
@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"serving {args.model} on http://{host}:{port}/ (Ctrl-C stops)", flush=True)
     config = uvicorn.Config(
         app, log_level="warning", timeout_graceful_shutdown=2,
-        http=header_timeout_protocol(args.header_timeout),
+        http=hardened_protocol(args.header_timeout),
         limit_concurrency=args.max_connections,
         timeout_keep_alive=5,  # seconds an idle keep-alive connection stays open
         backlog=1024,  # connections the kernel queues before accept: bursts of clients

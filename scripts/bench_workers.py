@@ -64,15 +64,12 @@ def main() -> None:
     args = parser.parse_args()
     from textgen.core.config import load_config
     from textgen.data.corpus import index_corpus
-    from textgen.model.build import count_params
 
     workdir = Path(tempfile.mkdtemp(prefix="bench_workers_"))
     cfg = load_config("configs/base.yaml", [f"data.index_dir={workdir / 'index'}"])
     index, _ = index_corpus(cfg.data)  # once, before the workers share it
-    params = count_params(
-        load_config(None, [f"model.units={args.units}", "model.layers=2"]).model,
-        index.vocab_size,
-    )
+    model_cfg = load_config(None, [f"model.units={args.units}", "model.layers=2"]).model
+    params = model_cfg.count_params(index.vocab_size)
     rows = [measure(n, args.steps, args.units, workdir) for n in (1, 2)]
     speedup = round(rows[1]["chars_per_sec"] / rows[0]["chars_per_sec"], 2)
     print(json.dumps({"benchmark": "workers", "machine": f"{os.cpu_count()} cores",

@@ -73,7 +73,10 @@ def make_run(
     if index:
         from textgen.data.corpus import index_corpus
 
-        tokenizer = index_corpus(cfg.data, min_split_tokens=maxlen + 1)[0].tokenizer
+        built = index_corpus(cfg.data, min_split_tokens=maxlen + 1)[0]
+        tokenizer = built.tokenizer
+        if cfg.data.documents != "stream":  # train on the index's ids: end-of-text tokens too
+            ids = np.load(built.directory / "train.npy")  # (train tokens,)
     elif tokenizer == "char":
         tokenizer = CharTokenizer(text)
     elif isinstance(tokenizer, str):
@@ -81,7 +84,8 @@ def make_run(
 
     keras.utils.set_random_seed(seed)
     model = build_model(cfg.model, tokenizer.vocab_size)
-    train(model, tokenizer.encode(text), maxlen=maxlen, steps=steps, lr=learning_rate, seed=seed)
+    ids = ids if "ids" in locals() else tokenizer.encode(text)
+    train(model, ids, maxlen=maxlen, steps=steps, lr=learning_rate, seed=seed)
 
     run = RunDir(path)
     run.prepare()

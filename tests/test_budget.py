@@ -109,3 +109,21 @@ def test_the_fitted_horizon_spends_the_remaining_time_at_the_measured_rate() -> 
     assert 499 < remaining <= 500  # 600 s, of which 100 were spent by an earlier invocation
     horizon = budget.fit_horizon(step=30)
     assert horizon == pytest.approx(30 + 0.98 * remaining / 2.2, abs=1)
+
+
+def test_the_final_evaluation_is_reserved_out_of_the_budget() -> None:
+    budget = TimeBudget(600.0, eval_every=100)
+    before = budget.remaining()
+    # A periodic evaluation of 1,000 tokens took 2 s; the final one scores 12.5x as many.
+    budget.observe_eval(2.0, final_share=12.5)
+    assert before - budget.remaining() == pytest.approx(25.0, abs=0.5)
+    budget.observe_eval(1.0, final_share=12.5)  # the latest measurement replaces the estimate
+    assert before - budget.remaining() == pytest.approx(12.5, abs=0.5)
+
+
+def test_a_budgeted_runs_metrics_say_what_each_evaluation_cost(tmp_path: Path) -> None:
+    paths = make_paths(tmp_path, SENTENCE * 300)
+    train(budgeted(paths, "train.max_time=4s"))
+    records = RunDir(paths.out).read_metrics()
+    assert all(r["eval_s"] >= 0 for r in records)
+    assert records[-1]["final"]

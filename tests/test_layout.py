@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "textgen"
@@ -104,3 +106,14 @@ def test_only_entry_points_print():
         if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print"
     )
     assert printing == []
+
+
+def test_no_entry_point_loads_tensorflow_on_import():
+    # Bad input must fail in a blink: TensorFlow loads only once a command gets to work.
+    entries = ["index", "train", "sample", "evaluate", "compare", "export", "serve", "__main__"]
+    code = (
+        f"import importlib, sys\nfor m in {entries}: importlib.import_module('textgen.' + m)\n"
+        "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from textgen.core.config import ModelConfig
-from textgen.model.build import build_model, count_params, lstm_layers, train_flops_per_token
+from textgen.model.build import build_model, lstm_layers, train_flops_per_token
 
 VOCAB = 23
 TINY = ModelConfig(embedding_dim=8, units=16, layers=2, dropout=0.1)
@@ -88,7 +88,7 @@ def test_lstm_layers_keep_cudnn_eligible_settings(layers):
     ],
 )
 def test_count_params_equals_the_built_models_count(cfg, vocab):
-    assert count_params(cfg, vocab) == build_model(cfg, vocab).count_params()
+    assert cfg.count_params(vocab) == build_model(cfg, vocab).count_params()
 
 
 def test_train_flops_grow_with_width_and_depth():

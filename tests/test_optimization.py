@@ -70,3 +70,17 @@ def test_constant_is_the_learning_rate_at_every_step():
         None, ["train.lr_schedule=constant", f"train.learning_rate={LR}", "train.warmup_steps=10"]
     ).train
     assert rates(learning_rate_schedule(train_cfg, 100), range(0, 300, 7)) == [LR] * 43
+
+
+def test_linear_decays_by_equal_steps_to_its_floor_and_keeps_it():
+    warmup, decay, ratio = 10, 100, 0.0
+    train_cfg = load_config(
+        None,
+        ["train.lr_schedule=linear", f"train.learning_rate={LR}",
+         f"train.warmup_steps={warmup}", f"train.min_lr_ratio={ratio}"],
+    ).train  # fmt: skip
+    lr = rates(learning_rate_schedule(train_cfg, warmup + decay), range(warmup + decay + 20))
+    assert lr[warmup // 2] == pytest.approx(LR / 2, rel=1e-6)  # the same warmup as cosine
+    for step in range(warmup, warmup + decay + 1):
+        assert lr[step] == pytest.approx(LR * (1 - (step - warmup) / decay), rel=1e-5, abs=TOL)
+    assert all(value == pytest.approx(0.0, abs=TOL) for value in lr[warmup + decay :])

@@ -18,7 +18,6 @@ from textgen.data.windows import (
     EpochOrder,
     StreamPlan,
     WindowSpec,
-    eval_starts,
     train_dataset,
 )
 
@@ -222,30 +221,6 @@ def test_token_file_reading_past_a_truncated_file_is_an_error(tmp_path):
     with pytest.raises(TextgenError, match="shorter than its header") as e:
         tokens.read(np.array([80]), 20)
     assert "cut.npy" in str(e.value)
-
-
-def test_eval_starts_are_non_overlapping_windows_over_the_split():
-    starts = eval_starts(1000, 32)
-    np.testing.assert_array_equal(starts, np.arange(0, 1000 - 32, 32))
-    assert (starts + 32 + 1 <= 1000).all()  # each window's inputs and targets fit
-    # Every id but the first is a target of exactly one window, up to the last full window.
-    targets = np.concatenate([np.arange(s + 1, s + 33) for s in starts])
-    assert len(np.unique(targets)) == len(targets)
-    np.testing.assert_array_equal(eval_starts(33, 32), [0])
-    assert len(eval_starts(32, 32)) == 0
-    assert len(eval_starts(5, 32)) == 0
-
-
-def test_eval_starts_limit_picks_evenly_spaced_windows():
-    every = eval_starts(10_000, 16)
-    some = eval_starts(10_000, 16, limit=10)
-    assert len(some) == 10
-    assert set(some.tolist()) <= set(every.tolist())
-    assert some[0] == every[0] and some[-1] == every[-1]
-    assert (np.diff(some) > 0).all()
-    gaps = np.diff(some) // 16
-    assert gaps.max() - gaps.min() <= 1
-    np.testing.assert_array_equal(eval_starts(10_000, 16, limit=10_000), every)
 
 
 @pytest.fixture(scope="module")

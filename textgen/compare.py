@@ -29,6 +29,7 @@ from textgen.comparison.measure import (
     read_prefixes,
 )  # fmt: skip
 from textgen.comparison.report import markdown_table, plot
+from textgen.core.config import load_config
 from textgen.core.errors import TextgenError
 
 
@@ -53,8 +54,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise TextgenError(f"steps must be >= 1, got {args.steps}", "--steps")
     check_writable(args.json, "--json")
     check_writable(args.plot, "--plot")
-
-    from textgen.core.config import load_config
 
     cfg = load_config(args.config, [*CLASSIC_OVERRIDES, *args.overrides])
     prefixes = read_prefixes(cfg, sizes)

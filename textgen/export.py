@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from textgen import cli
+from textgen.run.rundir import RunDir
 from textgen.serving.export import export
 from textgen.serving.graph_tokenizer import PieceSpec
 
@@ -26,8 +27,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--force", action="store_true", help="replace an existing export")
     args = parser.parse_args(argv)
-    from textgen.run.rundir import RunDir
-
     run = RunDir(args.run_dir)
     run.resolve_checkpoint(args.checkpoint)  # before anything slow
     PieceSpec.from_tokenizer(run.load_tokenizer())  # refuses what the graph cannot hold

@@ -7,7 +7,9 @@ import time
 from collections.abc import Sequence
 
 from textgen import cli
+from textgen.core.config import load_config
 from textgen.core.progress import ProgressBar
+from textgen.data.corpus import index_corpus
 
 
 def index_bar() -> ProgressBar:
@@ -19,7 +21,10 @@ def describe_index(index, *, built: bool, seconds: float | None = None) -> str:
     """The one-line summary of an index that `index` and `train` print."""
     counts, sources = index.meta["counts"], index.meta["sources"]
     if not built:
-        return f"index is up to date: {index.directory} ({counts['tokens']:,} tokens)"
+        return (
+            f"index is up to date: {index.directory} ({counts['tokens']:,} tokens"
+            f"{describe_documents(index.meta)})"
+        )
     megabytes = sum(s["size"] for s in sources) / 1e6
     replaced = counts["replaced_chars"]
     extra = f", {replaced:,} invalid bytes replaced" if replaced else ""
@@ -28,7 +33,19 @@ def describe_index(index, *, built: bool, seconds: float | None = None) -> str:
     return (
         f"indexed {megabytes:.1f} MB from {len(sources)} file(s) into {index.directory}: "
         f"{counts['train_tokens']:,} train + {counts['val_tokens']:,} val tokens, "
-        f"vocab {index.vocab_size}{extra}"
+        f"vocab {index.vocab_size}{describe_documents(index.meta)}{extra}"
+    )
+
+
+def describe_documents(meta: dict) -> str:
+    """`, N documents (MODE; length in chars: median M, 10-90% A-B, max X)`, or "" for a stream."""
+    docs = meta.get("documents")
+    if not docs:
+        return ""
+    q = docs["length_quantiles"]
+    return (
+        f", {docs['count']:,} documents ({docs['mode']}; length in chars: median {q['p50']}, "
+        f"10-90% {q['p10']}-{q['p90']}, max {q['p100']})"
     )
 
 
@@ -48,9 +65,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = cli.config_parser("textgen.index", "Index a corpus into int32 memmaps.")
     parser.add_argument("--force", action="store_true", help="rebuild even if up to date")
     args = parser.parse_args(argv)
-
-    from textgen.core.config import load_config
-    from textgen.data.corpus import index_corpus
 
     cfg = load_config(args.config, args.overrides)
     bar = index_bar()

@@ -8,8 +8,10 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from textgen import cli
+from textgen.core.config import check_fits_in_memory, load_config
 from textgen.core.progress import ProgressBar, format_duration
 from textgen.index import describe_index, index_bar
+from textgen.training.trainer import StopFlag, train
 
 
 class _Printer:
@@ -99,13 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = cli.config_parser("textgen.train", "Train (or resume) a character LSTM.")
     args = parser.parse_args(argv)
 
-    from textgen.core.config import check_fits_in_memory, load_config
-
     cfg = load_config(args.config, args.overrides)
     check_fits_in_memory(cfg)  # before TensorFlow loads: a model that cannot fit fails at once
     cli.quiet_tensorflow()
-
-    from textgen.training.trainer import StopFlag, train
 
     sys.stdout.reconfigure(encoding="utf-8", errors="replace")
     stop = StopFlag()

@@ -24,6 +24,8 @@ from typing import Any
 
 from textgen.core.config import Config
 from textgen.core.errors import TextgenError
+from textgen.data.corpus import index_corpus
+from textgen.data.sources import find_sources, read_text_chunks
 
 DEFAULT_SIZES = (0.5, 1.0, 2.0, 5.0, 10.0, 100.0)  # MB (10^6 bytes) prefixes of the corpus
 # The classic example's settings (textgen's embedding: 32 dims); key=value words on the command
@@ -130,8 +132,6 @@ def read_prefixes(cfg: Config, sizes: Sequence[float]) -> list[Prefix]:
 
     Sizes at or past the corpus's end collapse into one whole-corpus prefix.
     """
-    from textgen.data.sources import find_sources, read_text_chunks
-
     limit = int(max(sizes) * 1e6)
     parts, total = [], 0
     for src in find_sources(cfg.data.path):
@@ -214,8 +214,6 @@ def measure(
     say: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:  # fmt: skip
     """Measures both pipelines on one prefix (`say` hears what starts); returns its row."""
-    from textgen.data.corpus import index_corpus
-
     maxlen, step = cfg.windows.maxlen, cfg.windows.step
     vocab = len(set(prefix.text))
     windows, x_bytes, y_bytes = onehot_sizes(len(prefix.text), vocab, maxlen, step)

@@ -24,7 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from textgen import cli
+from textgen.core.config import load_config
 from textgen.core.memory import peak_rss_mb, rss_mb
+from textgen.training.trainer import train
 
 _FILL_ROWS = 16384  # windows per vectorized fill chunk: index temporaries of ~5 MB
 
@@ -127,9 +130,6 @@ def _onehot_train(args: argparse.Namespace) -> dict:
 
 
 def _ids_train(args: argparse.Namespace) -> dict:
-    from textgen.core.config import load_config
-    from textgen.training.trainer import train
-
     cfg = load_config(args.config)
     start = time.monotonic()
     result = train(cfg)
@@ -142,8 +142,6 @@ def _ids_train(args: argparse.Namespace) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs one measurement and prints its JSON line."""
-    from textgen import cli
-
     parser = cli.ArgumentParser(prog="textgen.comparison.worker", description=__doc__)
     sub = parser.add_subparsers(dest="kind", required=True)
     for kind in ("onehot-build", "onehot-train"):
@@ -166,6 +164,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from textgen import cli
-
     cli.run(main)

@@ -17,6 +17,8 @@ from typing import Any, Literal
 import yaml
 
 from textgen.core.errors import ConfigError
+from textgen.core.filewrite import write_atomic
+from textgen.core.memory import available_memory_bytes
 from textgen.core.sampling_settings import SamplingSettingError, SamplingSettings, check_sampling
 
 
@@ -32,17 +34,22 @@ class DataConfig:
     sp_vocab_size: int = 2000  # sentencepiece only: small enough to train in seconds on 1 MB
     sp_model_type: Literal["bpe", "unigram", "char"] = "unigram"  # sentencepiece's own default
     sp_sample_lines: int = 300_000  # sentencepiece only: lines sampled, so its RAM is bounded
+    # stream: the corpus is one text (a book). lines / paragraphs / files: a list of short
+    # documents, one per non-empty line / blank-line-separated paragraph / source file, each
+    # followed by an end-of-text token; sampling then stops at a document's end.
+    documents: Literal["stream", "lines", "paragraphs", "files"] = "stream"
 
 
 @dataclass(frozen=True)
 class WindowsConfig:
     """How training windows are cut from the token stream."""
 
-    maxlen: int = 128  # context the LSTM is trained on (it carries state further when sampling)
-    step: int = 128  # sequence target: every token is a target once per epoch with step = maxlen
+    maxlen: int = 64  # truncated-BPTT length: short windows, many cheap updates (600-s sweep)
+    step: int = 64  # sequence target: every token is a target once per epoch with step = maxlen
     target: Literal["sequence", "next"] = "sequence"  # next: one target per window (classic)
     carry_state: bool = False  # true: each batch row is a contiguous stream (truncated BPTT):
-    # its LSTM state carries from batch to batch; `step` is then maxlen
+    # its LSTM state carries from batch to batch; `step` is then maxlen. base.yaml turns it on (it
+    # won the 600-s sweep); off here because `target: next` windows cannot carry state.
 
 
 @dataclass(frozen=True)
@@ -50,35 +57,47 @@ class ModelConfig:
     """Embedding -> LSTM x layers -> Dense logits."""
 
     embedding_dim: int = 64  # a char vocab is ~100: 64 dims are plenty, and cheap next to the LSTM
-    units: int = 256  # lowest val bpc in a 20-minute, 2-core budget (docs/benchmarks.md)
-    layers: int = 2  # a second layer buys ~0.1 bpc at this size
+    units: int = 384  # 600-s sweep on 2 cores: 2 x 384 beat 2 x 256 and 2 x 512 (benchmarks.md)
+    layers: int = 2  # same sweep: 3 x 256 was far worse than 2 x 256
     dropout: float = 0.0  # a few MB, few epochs: underfitting, not overfitting, is the risk
-    # auto: the lean kernel (textgen/lstm_kernel.py; same weights) on a CPU, where Keras' LSTM
+    # auto: the lean kernel (textgen/model/lstm_kernel.py; same weights) on a CPU, where Keras' LSTM
     # spends its time on per-op overhead; Keras' own LSTM where a GPU is visible (cuDNN).
     lstm_kernel: Literal["auto", "keras", "lean"] = "auto"
+
+    def count_params(self, vocab_size: int) -> int:
+        """Parameters of `build_model(self, vocab_size)`, without building it."""
+        total, width = vocab_size * self.embedding_dim, self.embedding_dim  # the embedding
+        for _ in range(self.layers):
+            total += 4 * self.units * (width + self.units + 1)  # 4 gates: input, recurrent, bias
+            width = self.units
+        return total + self.units * vocab_size + vocab_size  # the Dense logits
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """The training loop, its limits, checkpoints and evaluation."""
 
-    batch_size: int = 64  # global batch (split across replicas); 64 x 128 tokens per step
+    batch_size: int = 16  # global batch (split across replicas): many small updates beat fewer
+    # large ones in equal time (600-s sweep: 16 beat 32)
     epochs: int = 5  # the budget when max_time is null: the schedule ends after epochs x steps
     steps_per_epoch: int | None = None  # null: a full pass over the train windows
     max_steps: int | None = None  # null: no step limit
     max_time: float | None = None  # a time budget (seconds, or 10m / 1h): the schedule is fitted
-    # to it and ends annealed when the time is up; null: train.epochs is the budget
-    learning_rate: float = 2e-3  # Adam's sweet spot for char LSTMs (char-rnn uses 2e-3)
-    adam_beta2: float = 0.999  # Adam's second-moment decay (Keras' default)
-    lr_schedule: Literal["constant", "cosine"] = "cosine"  # decays to min_lr_ratio by the end
-    warmup_steps: int = 50  # linear warmup keeps the first Adam steps from blowing up
+    # to it and ends annealed when the time is up; null: train.epochs is the budget. base.yaml
+    # sets 10m; a config that names no budget trains for `epochs`, not for a surprise duration
+    learning_rate: float = 3e-3  # 600-s sweep at batch 16: 3e-3 beat 2e-3 (char-rnn's)
+    adam_beta2: float = 0.999  # Keras' default; beat 0.99 at batch 16 (600-s sweep)
+    lr_schedule: Literal["constant", "cosine", "linear"] = "cosine"  # decays to min_lr_ratio by
+    # the end (linear: by equal steps; measured against cosine in docs/benchmarks.md)
+    warmup_steps: int = 100  # linear warmup keeps the first Adam steps (at lr 3e-3) from blowing up
     min_lr_ratio: float = 0.1  # cosine floor, as a fraction of learning_rate
     clip_norm: float = 1.0  # global-norm clipping: LSTMs occasionally spike
     seed: int = 1337  # seeds weights, window order and dropout
     deterministic: bool = False  # true: op determinism, bitwise-reproducible resume (slower)
     out_dir: str = "runs/base"  # run dir: config, checkpoints, model.keras, metrics, samples
-    checkpoint_every: int = 200  # steps; a crash loses at most this much work
-    eval_every: int = 200  # steps between evaluations on a bounded val sample
+    checkpoint_every: int = 500  # steps (~45 s at base.yaml's rate on 2 cores): what a crash loses
+    eval_every: int = 1000  # steps between evaluations on a bounded val sample (~90 s; each costs
+    # training time)
     eval_windows: int = 256  # periodic evaluations score eval_windows x maxlen val tokens (as
     # streams); the final one scores all of val
     patience: int = 0  # evaluations without val improvement before stopping; 0: never stop early
@@ -123,8 +142,8 @@ class Config:
         return out
 
     def dump(self, path: str | Path) -> None:
-        """Writes the resolved config as YAML (loads back equal with `load_config`)."""
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")
+        """Writes the resolved config as YAML, atomically (loads back equal with `load_config`)."""
+        write_atomic(Path(path), yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     def replace(self, **sections: Any) -> Config:
         """Returns a copy with whole sections replaced."""
@@ -374,9 +393,7 @@ def training_memory_bytes(cfg: Config, vocab_size: int) -> int:
         vocab_size: Tokens in the vocabulary (a lower bound is fine before indexing).
     """
     m = cfg.model
-    lstm = 4 * m.units * (m.embedding_dim + m.units + 1)
-    lstm += (m.layers - 1) * 4 * m.units * (2 * m.units + 1)
-    params = vocab_size * m.embedding_dim + lstm + (m.units + 1) * vocab_size
+    params = m.count_params(vocab_size)
     per_position = m.layers * 8 * m.units + 3 * vocab_size
     activations = cfg.train.batch_size * cfg.windows.maxlen * per_position
     return (params * _PARAMETER_COPIES + activations) * _FLOAT_BYTES
@@ -396,8 +413,6 @@ def check_fits_in_memory(
         ConfigError: naming the key whose default would save the most, the estimate and what
             is available.
     """
-    from textgen.core.memory import available_memory_bytes
-
     if available_bytes is None:
         available_bytes = available_memory_bytes()
     if available_bytes is None:

@@ -18,6 +18,7 @@ import json
 import os
 import random
 import shutil
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from textgen.core.dirlock import index_dir_lock
 from textgen.core.errors import TextgenError
 from textgen.core.filewrite import writing
 from textgen.core.memory import pin_mmap_threshold
+from textgen.data.documents import document_ids, length_figures
 from textgen.data.indexdir import (
     check_index_dir,
     make_temp_dir,
@@ -53,7 +55,7 @@ from textgen.data.tokenizers import (
     mark_code_points,
 )
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # documents indexes add keys (settings.documents, meta.documents) only
 _SP_MAX_LINE = 4096  # sentencepiece skips longer sentences; longer lines are cut for training
 
 IndexProgress = Callable[[int, int], None]  # (bytes done, bytes total) over both passes
@@ -203,6 +205,8 @@ def index_settings(data_cfg: DataConfig) -> dict[str, Any]:
             "sp_vocab_size": data_cfg.sp_vocab_size,
             "sp_model_type": data_cfg.sp_model_type,
         }
+    if data_cfg.documents != "stream":  # absent for a stream: indexes of earlier versions stay
+        settings["documents"] = data_cfg.documents
     return settings
 
 
@@ -252,13 +256,24 @@ def _build(
 
     # Pass 2: encode and append ids to train.npy; the tail becomes val.npy afterwards.
     train_path = out / "train.npy"
+    lengths: Counter = Counter()  # document length (chars) -> documents of that length
     with open(train_path, "wb") as f, BackgroundWriter(f) as writer:
         f.write(npy_header(0))
         for src in sources:
-            for text_piece, done in _encodable_pieces(src.path, data_cfg, tokenizer):
-                writer.put(tokenizer.encode(text_piece))
-                report(done)
+            if data_cfg.documents == "stream":
+                for text_piece, done in _encodable_pieces(src.path, data_cfg, tokenizer):
+                    writer.put(tokenizer.encode(text_piece))
+                    report(done)
+            else:
+                for ids, done in document_ids(src.path, data_cfg, tokenizer, lengths):
+                    writer.put(ids)
+                    report(done)
             report.next_file(src.size)
+    if data_cfg.documents != "stream" and not lengths:
+        raise TextgenError(
+            f"no documents: the corpus has no non-blank text (data.documents={data_cfg.documents})",
+            data_cfg.path,
+        )
     tokens = (train_path.stat().st_size - HEADER_BYTES) // 4
     val_tokens = max(1, round(tokens * data_cfg.val_fraction))
     split_tail(train_path, out / "val.npy", tokens - val_tokens, val_tokens)
@@ -278,6 +293,9 @@ def _build(
             "replaced_chars": counter.count,
         },
     }
+    if data_cfg.documents != "stream":
+        meta["documents"] = {"mode": data_cfg.documents, **length_figures(lengths),
+                             "end_of_text_id": tokenizer.end_of_text_id}  # fmt: skip
     (out / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     return meta
 
@@ -309,11 +327,13 @@ def _scan(
         report.next_file(src.size)
     if chars == 0:
         raise TextgenError("the corpus is empty", data_cfg.path)
+    end_of_text = data_cfg.documents != "stream"
     if sampler is None:
-        return hashed, chars, CharTokenizer.from_code_point_mask(seen)
+        return hashed, chars, CharTokenizer.from_code_point_mask(seen, end_of_text=end_of_text)
     tokenizer = SentencePieceTokenizer.train(
-        sampler.lines, vocab_size=data_cfg.sp_vocab_size, model_type=data_cfg.sp_model_type
-    )
+        sampler.lines, vocab_size=data_cfg.sp_vocab_size, model_type=data_cfg.sp_model_type,
+        end_of_text=end_of_text,
+    )  # fmt: skip
     return hashed, chars, tokenizer
 
 

@@ -3,6 +3,11 @@
 `CharTokenizer` maps Unicode code points to ids with numpy lookups (no per-character Python loop);
 `SentencePieceTokenizer` wraps a sentencepiece model trained losslessly (identity normalization,
 byte fallback). Id 0 is the unknown token in both.
+
+A documents index (`data.documents` other than `stream`) also reserves an end-of-text id, which
+`encode` never returns and `decode` leaves out: the char tokenizer puts it after the last
+character (so ids of every character are those of a stream run's tokenizer), sentencepiece
+uses its `eos` control piece (id 1). Tokenizer files without one load as before.
 """
 
 from __future__ import annotations
@@ -69,6 +74,9 @@ class Tokenizer(Protocol):
     def token_char_lengths(self) -> np.ndarray: ...
 
     @property
+    def end_of_text_id(self) -> int | None: ...
+
+    @property
     def vocabulary_key(self) -> str | bytes: ...
 
     def save(self, directory: str | Path) -> None: ...
@@ -79,13 +87,15 @@ class CharTokenizer:
 
     Args:
         chars: The vocabulary (any order; stored sorted by code point, so it is deterministic).
+        end_of_text: Reserve the end-of-text id (the last id, after the characters).
     """
 
     kind = "char"
     filename = "tokenizer.json"
 
-    def __init__(self, chars: Iterable[str] | str) -> None:
+    def __init__(self, chars: Iterable[str] | str, *, end_of_text: bool = False) -> None:
         points = np.unique(code_points("".join(chars)))  # sorted, distinct
+        self._end_of_text = len(points) + 1 if end_of_text else None
         self._points = points.astype(np.int64)
         self._chars = "".join(chr(p) for p in points)
         # ids 1..V for the sorted vocabulary; 0 for every other code point (4.4 MB, so encoding
@@ -96,19 +106,27 @@ class CharTokenizer:
         self._id_to_point = np.concatenate([[0xFFFD], points]).astype("<u4")
 
     @classmethod
-    def from_code_point_mask(cls, seen: np.ndarray) -> CharTokenizer:
+    def from_code_point_mask(cls, seen: np.ndarray, *, end_of_text: bool = False) -> CharTokenizer:
         """Builds the vocabulary from a boolean mask over code points, as the indexer collects."""
-        return cls("".join(chr(p) for p in np.flatnonzero(seen)))
+        return cls("".join(chr(p) for p in np.flatnonzero(seen)), end_of_text=end_of_text)
 
     @property
     def vocab_size(self) -> int:
-        """Number of ids, including the unknown id 0."""
-        return len(self._chars) + 1
+        """Number of ids, including the unknown id 0 (and the end-of-text id, if reserved)."""
+        return len(self._chars) + 1 + (self._end_of_text is not None)
+
+    @property
+    def end_of_text_id(self) -> int | None:
+        """The end-of-text id, or None (a stream index's tokenizer has none)."""
+        return self._end_of_text
 
     @property
     def vocabulary_key(self) -> str:
-        """What fixes the id of every token: equal keys, interchangeable ids."""
-        return self._chars
+        """What fixes the id of every token: equal keys, interchangeable ids.
+
+        A NUL marks the end-of-text id: the indexer refuses NUL bytes, so no vocabulary has one.
+        """
+        return self._chars + ("\x00" if self._end_of_text is not None else "")
 
     @property
     def chars(self) -> str:
@@ -122,16 +140,19 @@ class CharTokenizer:
         return self._lookup[code_points(text)]  # (chars,)
 
     def decode(self, ids: Iterable[int] | np.ndarray) -> str:
-        """Returns the text of `ids`; id 0 (unknown) decodes to U+FFFD."""
+        """Returns the text of `ids`; id 0 (unknown) decodes to U+FFFD, end-of-text to nothing."""
         ids = np.asarray(ids, dtype=np.int64)
         if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
             raise ValueError(f"ids must be in [0, {self.vocab_size})")
+        if self._end_of_text is not None:
+            ids = ids[ids != self._end_of_text]
         return self._id_to_point[ids].tobytes().decode("utf-32-le", "surrogatepass")
 
     def token_char_lengths(self) -> np.ndarray:
         """Characters each id stands for: 1 for every id, the unknown id included.
 
-        An unknown id replaces exactly one character of the text, so bpc counts it as one.
+        An unknown id replaces exactly one character of the text, so bpc counts it as one; the
+        end-of-text id stands for the separator between documents, one character too.
         """
         lengths = np.ones(self.vocab_size, dtype=np.float32)
         return lengths
@@ -145,6 +166,8 @@ class CharTokenizer:
     def save(self, directory: str | Path) -> None:
         """Writes `tokenizer.json` into `directory`."""
         data = {"kind": self.kind, "chars": self._chars}
+        if self._end_of_text is not None:
+            data["end_of_text"] = True  # absent in files of stream runs, which load as before
         text = json.dumps(data, ensure_ascii=True)  # ASCII escapes keep odd code points intact
         (Path(directory) / self.filename).write_text(text, encoding="ascii")
 
@@ -152,7 +175,7 @@ class CharTokenizer:
     def load(cls, directory: str | Path) -> CharTokenizer:
         """Reads `tokenizer.json` from `directory`."""
         data = json.loads((Path(directory) / cls.filename).read_text(encoding="ascii"))
-        return cls(data["chars"])
+        return cls(data["chars"], end_of_text=bool(data.get("end_of_text", False)))
 
 
 class SentencePieceTokenizer:
@@ -173,9 +196,17 @@ class SentencePieceTokenizer:
 
     @classmethod
     def train(
-        cls, lines: Iterable[str], *, vocab_size: int, model_type: str = "unigram"
+        cls,
+        lines: Iterable[str],
+        *,
+        vocab_size: int,
+        model_type: str = "unigram",
+        end_of_text: bool = False,
     ) -> SentencePieceTokenizer:
         """Trains on `lines` (a sample, newline-free); newline is its own piece.
+
+        `end_of_text` reserves id 1 for sentencepiece's `eos` control piece (never encoded,
+        decoded to nothing); without it the ids are those of earlier versions.
 
         Raises:
             TextgenError: the sample cannot support `vocab_size`.
@@ -201,7 +232,7 @@ class SentencePieceTokenizer:
                 hard_vocab_limit=True,
                 unk_id=UNKNOWN_ID,
                 bos_id=-1,
-                eos_id=-1,
+                eos_id=1 if end_of_text else -1,
                 pad_id=-1,
                 num_threads=2,
                 minloglevel=2,
@@ -219,6 +250,12 @@ class SentencePieceTokenizer:
     def vocab_size(self) -> int:
         """Number of pieces, the unknown id 0 included."""
         return self._sp.get_piece_size()
+
+    @property
+    def end_of_text_id(self) -> int | None:
+        """The `eos` piece's id (1) when reserved, else None."""
+        eos = self._sp.eos_id()
+        return eos if eos >= 0 else None
 
     @property
     def vocabulary_key(self) -> bytes:

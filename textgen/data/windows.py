@@ -233,14 +233,6 @@ def make_plan(
     return plan(spec, batch_size, seed, num_shards=num_shards)
 
 
-def eval_starts(tokens: int, maxlen: int, limit: int | None = None) -> np.ndarray:
-    """Non-overlapping window starts over a split; `limit` evenly spaced ones if given."""
-    starts = np.arange(0, max(tokens - maxlen, 0), maxlen, dtype=np.int64)  # each id once
-    if limit is not None and len(starts) > limit:
-        starts = starts[np.linspace(0, len(starts) - 1, limit).round().astype(np.int64)]
-    return starts
-
-
 def train_dataset(
     plan: BatchPlan | StreamPlan,
     tokens: TokenFile,

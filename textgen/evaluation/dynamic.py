@@ -35,6 +35,7 @@ from textgen.data.tokenizers import (
     unknown_chars_message,
 )  # fmt: skip
 from textgen.evaluation.scoring import (
+    ArrayTokens,
     Score,
     TokenSource,
     chunks,
@@ -220,8 +221,6 @@ def adapt_generator(generator, ids: np.ndarray, settings: DynamicSettings | None
     Returns:
         The text's score while it was read the last time.
     """
-    from textgen.evaluation.scoring import ArrayTokens
-
     lengths = generator.tokenizer.token_char_lengths()
     score = DynamicEvaluator(generator.model, lengths, settings).adapt(ArrayTokens(ids))
     generator.refresh()

@@ -21,6 +21,7 @@ and `static_seconds`.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -28,8 +29,11 @@ from typing import Any, Literal
 import numpy as np
 
 from textgen.core.errors import TextgenError
+from textgen.data.corpus import load_index
 from textgen.data.tokenizers import UNKNOWN_ID, same_vocabulary
-from textgen.evaluation.dynamic import DynamicSettings
+from textgen.evaluation.dynamic import DynamicEvaluator, DynamicSettings
+from textgen.evaluation.scoring import ArrayTokens, Scorer
+from textgen.run.rundir import RunDir
 
 _COUNT_BLOCK = 1 << 20  # ids per read when counting unknown ids in a split
 STREAMS = 64  # most streams of a streamed score
@@ -68,8 +72,6 @@ def evaluate(
         TextgenError: a missing run, checkpoint, index or file; a file that is not UTF-8; a
             text too short to score; an index whose tokenizer is not the run's; bad settings.
     """
-    from textgen.run.rundir import RunDir
-
     if method not in METHODS:
         raise TextgenError(f"method must be one of {', '.join(METHODS)}, got {method!r}", "method")
     settings = _dynamic_settings(dynamic, streams, segment) if method == "dynamic" else None
@@ -85,8 +87,6 @@ def evaluate(
         unknown = _count_unknown(tokens)
     if len(tokens) < 2:
         raise TextgenError("too short to score: it needs at least 2 tokens", source)
-
-    from textgen.evaluation.scoring import ArrayTokens
 
     tokens = ArrayTokens(tokens) if text is not None else tokens
     model = run.load_model(checkpoint)
@@ -105,8 +105,6 @@ def _dynamic_settings(
     dynamic: DynamicSettings | None, streams: int | None, segment: int | None
 ) -> DynamicSettings:
     """The dynamic settings with `streams` and `segment` put in where given; checked."""
-    import dataclasses
-
     settings = dynamic or DynamicSettings()
     changes = {"streams": streams, "segment": segment}
     settings = dataclasses.replace(settings, **{k: v for k, v in changes.items() if v is not None})
@@ -128,8 +126,6 @@ def _figures(score) -> dict[str, Any]:
 def _score_static(model, lengths, tokens, maxlen: int, *, method: str, batch_size: int,
                   streams: int, segment: int | None) -> dict[str, Any]:  # fmt: skip
     """A streamed or windowed score, timed."""
-    from textgen.evaluation.scoring import Scorer
-
     scorer = Scorer(model, lengths, maxlen, batch_size, segment=segment)
     started = time.monotonic()
     if method == "windowed":
@@ -142,9 +138,6 @@ def _score_static(model, lengths, tokens, maxlen: int, *, method: str, batch_siz
 
 def _score_dynamic(model, lengths, tokens, maxlen: int, settings: DynamicSettings):
     """The static streamed score of the layout, then the dynamic one, timed."""
-    from textgen.evaluation.dynamic import DynamicEvaluator
-    from textgen.evaluation.scoring import Scorer
-
     scorer = Scorer(model, lengths, maxlen, segment=settings.segment)
     started = time.monotonic()
     static = scorer.score_streams(tokens, streams=settings.streams)
@@ -186,8 +179,6 @@ def read_utf8(path: str | Path) -> str:
 
 def _val_tokens(cfg, tokenizer):
     """The val split of the run's index, checked to use the run's tokenizer."""
-    from textgen.data.corpus import load_index
-
     index = load_index(cfg.data.index_dir)
     if not same_vocabulary(index.tokenizer, tokenizer):
         raise TextgenError(

@@ -116,17 +116,6 @@ def lstm_layers(model: keras.Model) -> list[keras.layers.LSTM]:
     return [layer for layer in model.layers if isinstance(layer, keras.layers.LSTM)]
 
 
-def count_params(model_cfg: ModelConfig, vocab_size: int) -> int:
-    """Parameters of `build_model(model_cfg, vocab_size)`, without building it."""
-    units, emb = model_cfg.units, model_cfg.embedding_dim
-    total = vocab_size * emb
-    width = emb
-    for _ in range(model_cfg.layers):
-        total += 4 * units * (width + units + 1)
-        width = units
-    return total + units * vocab_size + vocab_size
-
-
 def train_flops_per_token(model_cfg: ModelConfig, vocab_size: int) -> float:
     """Training FLOPs per predicted token: ~3x forward (forward + two backward matmuls)."""
     units, width, forward = model_cfg.units, model_cfg.embedding_dim, 0.0

@@ -2,7 +2,7 @@
 
 RUN/config.yaml          resolved config of the run
 RUN/tokenizer.json|.model the run's tokenizer (a copy of the index's)
-RUN/checkpoints/         tf.train.CheckpointManager: model, optimizer, counters, RNG state
+RUN/checkpoints/         ckpt-N (`checkpoints.py`): model, optimizer, counters, RNG, carried states
 RUN/model.keras          best model by val loss: int32 ids [batch, time] -> logits
 RUN/metrics.jsonl        one JSON object per evaluation (`runlog.py`: cut back on resume)
 RUN/samples.txt          samples after each epoch
@@ -20,8 +20,6 @@ import shutil
 import warnings
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from textgen.core.config import Config, load_config
 from textgen.core.dirlock import DirLock, run_dir_lock
@@ -263,7 +261,7 @@ class RunDir:
 
     def save_config(self, cfg: Config) -> None:
         """Writes config.yaml atomically."""
-        write_atomic(self.config_file, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        cfg.dump(self.config_file)
         self._config = None  # the next read sees what was written
 
     def load_tokenizer(self) -> Tokenizer:

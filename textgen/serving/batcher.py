@@ -23,6 +23,7 @@ import numpy as np
 
 from textgen.core.errors import TextgenError
 from textgen.core.sampling_settings import SamplingSettings, seed_value
+from textgen.serving import export
 
 _OUTCOMES = ("completed", "cancelled", "timed_out", "dropped", "failed", "refused")
 _IDLE_POLL = 0.05  # seconds between looks while every active job sits out (slow readers)
@@ -53,8 +54,6 @@ class Backend:
         Raises:
             TextgenError: neither an export nor a usable run dir.
         """
-        from textgen.serving import export
-
         path = Path(path)
         if export.is_export(path):
             import tensorflow as tf
@@ -188,6 +187,13 @@ class Batcher:
                                  f"{self.max_queue})")  # fmt: skip
             self.waiting += jobs
             self._wake.notify()
+
+    def full(self) -> bool:
+        """Whether the wait queue is full now (a request would be refused); counts a refusal."""
+        if len(self.waiting) < self.max_queue:
+            return False
+        self.counts["refused"] += 1
+        return True
 
     def stop(self) -> None:
         """Ends the worker thread after its current call."""

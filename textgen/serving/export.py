@@ -28,6 +28,7 @@ from textgen.data.tokenizers import Tokenizer
 from textgen.generation.generate import BLOCK
 from textgen.generation.sampler import build_sampler
 from textgen.model.stepmodel import StepModel
+from textgen.run.rundir import RunDir
 from textgen.serving.graph_tokenizer import PieceSpec, graph_tokenizer_class
 
 SAVED_MODEL_FILE = "saved_model.pb"
@@ -209,8 +210,6 @@ def build_module(run_dir: str | Path, checkpoint: str = "best", *, block: int = 
     Raises:
         TextgenError: a missing run or checkpoint, or a tokenizer that cannot be exported.
     """
-    from textgen.run.rundir import RunDir
-
     run = RunDir(run_dir)
     run.resolve_checkpoint(checkpoint)
     tokenizer = run.load_tokenizer()

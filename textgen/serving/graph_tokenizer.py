@@ -71,7 +71,8 @@ class PieceSpec:
         """
         if tokenizer.kind == "char":
             pieces = [tokenizer.decode([i]) for i in range(tokenizer.vocab_size)]
-            return cls("char", tuple(p.encode("utf-8") for p in pieces), tuple(pieces[1:]))
+            chars = tuple(tokenizer.chars)  # ids 1..len(chars); end-of-text (if any) decodes to b""
+            return cls("char", tuple(p.encode("utf-8") for p in pieces), chars)
         return _sentencepiece_spec(tokenizer.vocabulary_key)
 
 

@@ -105,6 +105,13 @@ def _raise_for(error: JobError | None) -> None:
     raise RuntimeError(error.message)
 
 
+def refuse_if_full(batcher: Batcher) -> None:
+    """503 before the body is even read while the wait queue is full (the cheap refusal)."""
+    if batcher.full():
+        raise Unavailable(f"the server is busy: {batcher.max_queue} requests are waiting; "
+                          f"retry after {RETRY_AFTER} s")  # fmt: skip
+
+
 def submit(batcher: Batcher, streams: list[ClientStream]) -> None:
     """Queues the streams' jobs, all or none; a full queue is 503."""
     try:
@@ -147,6 +154,7 @@ def create_app(backend: Backend, *, limits: Limits | None = None, **batcher_args
         return JSONResponse({"error": message}, status_code=status, headers=headers)
 
     async def generate(request):
+        refuse_if_full(batcher)
         stream = ClientStream(*check_request(await read_json(request), backend, limits),
                               limits=limits)  # fmt: skip
         submit(batcher, [stream])
@@ -154,6 +162,7 @@ def create_app(backend: Backend, *, limits: Limits | None = None, **batcher_args
         return JSONResponse({"texts": texts, **stream.summary()})
 
     async def stream(request):
+        refuse_if_full(batcher)
         client = ClientStream(*check_request(await read_json(request), backend, limits),
                               limits=limits)  # fmt: skip
         submit(batcher, [client])
@@ -171,6 +180,7 @@ def create_app(backend: Backend, *, limits: Limits | None = None, **batcher_args
         return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
     async def predict(request):
+        refuse_if_full(batcher)
         body = await read_json(request)
         if not isinstance(body, dict) or not ({"instances", "inputs"} & set(body)):
             raise BadRequest('the request must be {"instances": [...]} or {"inputs": {...}}')

@@ -14,9 +14,9 @@ from textgen.training.carry import CarriedState
 
 
 def learning_rate_schedule(train_cfg: TrainConfig, total_steps: int):
-    """Constant, or linear warmup then cosine decay to `min_lr_ratio` at `total_steps`.
+    """Constant, or linear warmup then a cosine or linear decay to `min_lr_ratio` at `total_steps`.
 
-    The cosine's horizon is a variable (`schedule.horizon`): a time budget sets it once it has
+    The decay's horizon is a variable (`schedule.horizon`): a time budget sets it once it has
     measured the step rate, and a resumed run sets it from its checkpoint.
     """
     if train_cfg.lr_schedule == "constant":
@@ -26,6 +26,7 @@ def learning_rate_schedule(train_cfg: TrainConfig, total_steps: int):
         warmup_steps=train_cfg.warmup_steps,
         floor_ratio=train_cfg.min_lr_ratio,
         horizon=total_steps,
+        decay=train_cfg.lr_schedule,
     )
 
 
@@ -38,10 +39,15 @@ def _warmup_cosine_class():
     import tensorflow as tf
 
     class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
-        """Linear warmup to `peak`, cosine to `peak * floor_ratio` at `horizon`, flat after."""
+        """Linear warmup to `peak`, then a cosine (or linear) decay to `peak * floor_ratio` at
+        `horizon`, flat after."""
 
-        def __init__(self, *, peak: float, warmup_steps: int, floor_ratio: float, horizon: int):
+        def __init__(
+            self, *, peak: float, warmup_steps: int, floor_ratio: float, horizon: int,
+            decay: str = "cosine",
+        ):  # fmt: skip
             self.peak, self.warmup_steps, self.floor_ratio = peak, warmup_steps, floor_ratio
+            self.decay = decay
             self.horizon = tf.Variable(float(horizon), trainable=False, name="lr_horizon")
 
         def __call__(self, step):
@@ -51,7 +57,11 @@ def _warmup_cosine_class():
             rising = self.peak * step / tf.maximum(warmup, 1.0)
             progress = tf.clip_by_value((step - warmup) / tf.maximum(horizon - warmup, 1.0), 0, 1)
             floor = self.peak * self.floor_ratio
-            falling = floor + (self.peak - floor) * 0.5 * (1.0 + tf.cos(math.pi * progress))
+            if self.decay == "linear":
+                share = 1.0 - progress  # (peak - floor) falls by the same amount every step
+            else:
+                share = 0.5 * (1.0 + tf.cos(math.pi * progress))
+            falling = floor + (self.peak - floor) * share
             return tf.where(step < warmup, rising, falling)
 
         def get_config(self):
@@ -60,6 +70,7 @@ def _warmup_cosine_class():
                 "warmup_steps": self.warmup_steps,
                 "floor_ratio": self.floor_ratio,
                 "horizon": int(self.horizon.numpy()),
+                "decay": self.decay,
             }
 
     _WarmupCosine = WarmupCosine

@@ -9,8 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from textgen.core.config import Config, precision_policy
+from textgen.data.corpus import index_corpus
 from textgen.data.dataplan import DataPlan
 from textgen.run.checkpoints import TrainCheckpoint, TrainCounters
+from textgen.run.rundir import RunDir
 from textgen.training.carry import CarriedState
 from textgen.training.optimization import compile_train_steps, learning_rate_schedule
 
@@ -76,9 +78,6 @@ def open_session(cfg: Config) -> TrainSession:
     Nothing is trained, and nothing is written but the index and the run's checkpoints dir.
     """
     import tensorflow as tf
-
-    from textgen.data.corpus import index_corpus
-    from textgen.run.rundir import RunDir
 
     index, _ = index_corpus(cfg.data, min_split_tokens=cfg.windows.maxlen + 1)
     run = RunDir(cfg.train.out_dir)

@@ -30,6 +30,7 @@ from textgen.core.progress import format_duration
 from textgen.data.corpus import index_corpus
 from textgen.data.dataplan import DataPlan
 from textgen.evaluation.scoring import Scorer
+from textgen.generation.generate import Generator
 from textgen.run.checkpoints import TrainCounters
 from textgen.run.rundir import RunDir
 from textgen.training.budget import TimeBudget
@@ -93,7 +94,7 @@ def train(
     Args:
         cfg: The resolved config.
         on_event: Called as `on_event(kind, **data)` for `index`, `indexed`, `start`,
-            `resume`, `progress`, `eval`, `sample`, `warning` and `stop` events.
+            `resume`, `budget`, `progress`, `eval`, `sample`, `warning` and `stop` events.
         stop: Set it (e.g. from a SIGINT handler) to checkpoint and return early.
 
     Returns:
@@ -307,8 +308,9 @@ class _Loop:
         val, started = self.data.index.val, time.monotonic()
         limit = None if final else self.cfg.train.eval_windows * self.cfg.windows.maxlen
         score = self.scorer.score_streams(val, limit_tokens=limit)
-        if self.budget and not final:
-            self.budget.observe_eval(time.monotonic() - started)
+        eval_s = time.monotonic() - started
+        if self.budget and not final:  # the final evaluation's cost is kept out of the budget
+            self.budget.observe_eval(eval_s, final_share=len(val) / max(score.tokens, 1))
         record = {
             "step": counters.step,
             "epoch": counters.epoch,
@@ -321,6 +323,7 @@ class _Loop:
             ),
             "rss_mb": round(rss_mb(), 1),
             "elapsed_s": round(self.spent_before + self.clock.elapsed(), 2),
+            "eval_s": round(eval_s, 2),  # this evaluation's seconds (in elapsed_s from the next)
             "final": final,
             "method": score.method,
         }
@@ -345,8 +348,6 @@ class _Loop:
         """Appends samples at the configured temperatures to samples.txt."""
         if not self.chief:
             return
-        from textgen.generation.generate import Generator
-
         if self.generator is None:
             self.generator = Generator(self.session.model, self.data.index.tokenizer)
         self.generator.refresh()  # one compiled sampler per run, fed the latest weights

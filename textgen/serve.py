@@ -21,6 +21,42 @@ from textgen.core.errors import TextgenError
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Serves a model until interrupted."""
+    args = _arguments(argv)
+    try:
+        import starlette  # noqa: F401
+        import uvicorn
+    except ImportError:
+        raise TextgenError("serving needs the serve extra: pip install '.[serve]'", "") from None
+
+    from textgen.serving.batcher import Backend
+    from textgen.serving.requests import Limits
+    from textgen.serving.server import create_app
+    from textgen.serving.transport import hardened_protocol
+
+    sock = _bind(args.host, args.port)  # before the slow part: a taken port fails fast
+    cli.quiet_tensorflow()
+    with cli.native_stderr_silenced():
+        backend = Backend.load(args.model, args.checkpoint)
+        app = create_app(
+            backend, limits=Limits(args.max_length, args.max_samples, args.timeout),
+            max_rows=args.max_batch, max_queue=args.max_queue, stall_timeout=args.stall_timeout,
+        )  # fmt: skip
+    host, port = sock.getsockname()[:2]
+    _raise_open_files(args.max_connections + 256)  # + TensorFlow's own files
+    print(f"serving {args.model} on http://{host}:{port}/ (Ctrl-C stops)", flush=True)
+    config = uvicorn.Config(
+        app, log_level="warning", timeout_graceful_shutdown=2,
+        http=hardened_protocol(args.header_timeout),
+        limit_concurrency=args.max_connections,
+        timeout_keep_alive=5,  # seconds an idle keep-alive connection stays open
+        backlog=1024,  # connections the kernel queues before accept: bursts of clients
+    )  # fmt: skip
+    uvicorn.Server(config).run(sockets=[sock])
+    return 0
+
+
+def _arguments(argv: Sequence[str] | None):
+    """The command line, parsed and checked (a TextgenError names the flag at fault)."""
     parser = cli.ArgumentParser(
         prog="textgen.serve", description="Serve a run or an export over HTTP."
     )
@@ -66,37 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise TextgenError("--max-samples must be <= --max-batch", "command line")
     if not 0 <= args.port <= 65535:
         raise TextgenError("--port must be in [0, 65535]", "command line")
-    try:
-        import starlette  # noqa: F401
-        import uvicorn
-    except ImportError:
-        raise TextgenError("serving needs the serve extra: pip install '.[serve]'", "") from None
-
-    from textgen.serving.batcher import Backend
-    from textgen.serving.requests import Limits
-    from textgen.serving.server import create_app
-    from textgen.serving.transport import hardened_protocol
-
-    sock = _bind(args.host, args.port)  # before the slow part: a taken port fails fast
-    cli.quiet_tensorflow()
-    with cli.native_stderr_silenced():
-        backend = Backend.load(args.model, args.checkpoint)
-        app = create_app(
-            backend, limits=Limits(args.max_length, args.max_samples, args.timeout),
-            max_rows=args.max_batch, max_queue=args.max_queue, stall_timeout=args.stall_timeout,
-        )  # fmt: skip
-    host, port = sock.getsockname()[:2]
-    _raise_open_files(args.max_connections + 256)  # + TensorFlow's own files
-    print(f"serving {args.model} on http://{host}:{port}/ (Ctrl-C stops)", flush=True)
-    config = uvicorn.Config(
-        app, log_level="warning", timeout_graceful_shutdown=2,
-        http=hardened_protocol(args.header_timeout),
-        limit_concurrency=args.max_connections,
-        timeout_keep_alive=5,  # seconds an idle keep-alive connection stays open
-        backlog=1024,  # connections the kernel queues before accept: bursts of clients
-    )  # fmt: skip
-    uvicorn.Server(config).run(sockets=[sock])
-    return 0
+    return args
 
 
 def _raise_open_files(wanted: int) -> None:

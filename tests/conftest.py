@@ -167,11 +167,11 @@ def sp_export(sp_run: Path, tmp_path_factory) -> Path:
 
 
 @contextlib.contextmanager
-def start_server(model: Path):
-    """`python -m textgen.serve MODEL --port 0` in a subprocess; gives (base URL, process)."""
+def start_server(model: Path, *flags: str):
+    """`python -m textgen.serve MODEL --port 0 [FLAGS]` in a subprocess; (base URL, process)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "textgen.serve", str(model), "--port", "0",
-         "--max-length", "1000000", "--max-samples", "4"],
+         "--max-length", "1000000", "--max-samples", "4", *flags],
         cwd=str(REPO_ROOT), env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True,
     )  # fmt: skip

@@ -16,16 +16,32 @@ import pytest
 from conftest import assert_one_line_error, run_cli, start_server
 
 
-def post(url: str, body, *, raw: bytes | None = None, timeout: float = 60) -> tuple[int, dict]:
-    """POSTs JSON (or raw bytes); returns (status, parsed JSON body)."""
+def post(
+    url: str,
+    body,
+    *,
+    raw: bytes | None = None,
+    timeout: float = 60,
+    content_type: str | None = "application/json",
+    headers: dict | None = None,
+) -> tuple[int, dict]:
+    """POSTs JSON (or raw bytes); returns (status, parsed JSON body); `headers` gets the
+    response's headers (lower-case names) when given."""
     data = raw if raw is not None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method="POST")
-    request.add_header("Content-Type", "application/json")
+    if content_type is not None:
+        request.add_header("Content-Type", content_type)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
+            (headers if headers is not None else {}).update(_lower(response.headers))
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as e:
+        (headers if headers is not None else {}).update(_lower(e.headers))
         return e.code, json.loads(e.read())
+
+
+def _lower(headers) -> dict:
+    return {k.lower(): v for k, v in headers.items()}
 
 
 def get(url: str) -> tuple[int, bytes]:
@@ -81,7 +97,7 @@ def test_texts_equal_the_exports(url: str, small_export: Path) -> None:
 def test_stream(url: str) -> None:
     request = urllib.request.Request(
         f"{url}/v1/stream", data=json.dumps({"prompt": "ab", "length": 300, "seed": 4}).encode(),
-        method="POST",
+        method="POST", headers={"Content-Type": "application/json"},
     )  # fmt: skip
     with urllib.request.urlopen(request, timeout=60) as response:
         assert response.headers["Content-Type"].startswith("text/event-stream")
@@ -134,11 +150,16 @@ BAD = [
     ({"prompt": "a", "length": True}, "length must be an integer"),
     ({"prompt": "a", "temperature": -0.1}, "temperature must be >= 0"),
     ({"prompt": "a", "temperature": "hot"}, "temperature must be a number"),
+    ({"prompt": "a", "temperature": 1e300}, "temperature must be 0 or in [1e-30, 1e+30]"),
+    ({"prompt": "a", "temperature": 1e-45}, "temperature must be 0 or in"),
+    ({"prompt": "a", "top_p": 1e-50}, "top_p must be in (0, 1], got 1e-50 (0 in float32)"),
     ({"prompt": "a", "top_p": 0}, "top_p must be in (0, 1]"),
     ({"prompt": "a", "top_p": 1.5}, "top_p must be in (0, 1]"),
-    ({"prompt": "a", "top_k": -1}, "top_k must be in"),
+    ({"prompt": "a", "top_k": -1}, "top_k must be >= 0"),
+    ({"prompt": "a", "top_k": 2**31}, "top_k must be in [0, 2147483647]"),
     ({"prompt": "a", "num_samples": 5}, "num_samples must be in [1, 4]"),
     ({"prompt": "a", "seed": 2**64}, "seed must be in"),
+    ({"prompt": "a", "length": -(10**50)}, "an integer of 51 digits"),
     ({"prompt": "a", "lenght": 5}, "unknown field 'lenght'"),
     ({"prompt": "a§bß§"}, "'§' (U+00A7) 'ß' (U+00DF)"),
     ({"prompt": "a", "allow_unknown": "yes"}, "allow_unknown must be true or false"),
@@ -155,25 +176,43 @@ def test_bad_requests(url: str, route: str, body, message: str) -> None:
 
 
 def test_bad_bodies_and_routes(url: str) -> None:
-    for raw, message in [
-        (b"{not json", "invalid JSON"),
-        (b"\xff\xfe", "invalid JSON"),
-        (json.dumps({"prompt": "a" * 70_000}).encode(), "over 64 KiB"),
-        (b'{"prompt": "\\ud800"}', "lone surrogate"),
+    for raw, status, message in [
+        (b"{not json", 400, "invalid JSON"),
+        (b"\xff\xfe", 400, "invalid JSON: not UTF-8"),
+        (json.dumps({"prompt": "a" * 70_000}).encode(), 413, "over 64 KiB"),
+        (b'{"prompt": "\\ud800"}', 400, "lone surrogate"),
+        (b'{"prompt": "a", "seed": ' + b"9" * 5000 + b"}", 400, "an integer of 5000 digits"),
+        (b'{"prompt": "a", "length": -' + b"9" * 5000 + b"}", 400, "an integer of 5000 digits"),
+        (b"[" * 20_000 + b"]" * 20_000, 400, "nested 20000 deep"),
+        (b'{"a":' * 10_000 + b"1" + b"}" * 10_000, 400, "nested 10000 deep"),
+        (b'{"prompt": "' + b"[" * 30 + b'", "allow_unknown": true}', 200, ""),  # in a string
+        (b'{"prompt": "a", "length": 2, "top_p": NaN}', 400, "top_p must be finite"),
+        (b'{"prompt": "a", "temperature": 1e999}', 400, "temperature must be finite"),
     ]:
-        status, answer = post(f"{url}/v1/generate", None, raw=raw)
-        assert status == 400 and message in answer["error"], answer
+        got, answer = post(f"{url}/v1/generate", None, raw=raw)
+        assert got == status and message in answer.get("error", ""), answer
+        assert got == 200 or list(answer) == ["error"]
+    for content_type in (None, "text/plain", "application/x-www-form-urlencoded"):
+        got, answer = post(f"{url}/v1/generate", {"prompt": "a"}, content_type=content_type)
+        assert got == 415 and "Content-Type: application/json" in answer["error"], answer
+    got, answer = post(f"{url}/v1/generate", {"prompt": "a", "length": 3},
+                       content_type="application/json; charset=utf-8")  # fmt: skip
+    assert got == 200
     for body, message in [
         ({"instances": []}, "non-empty list"),
         ({"rows": []}, "instances"),
         ({"instances": [{"prompt": "a", "top_p": 2}]}, "top_p"),
         ({"inputs": {"prompt": ["a", "b"], "length": [3]}}, "same number"),
+        ({"instances": [{"prompt": "a", "num_samples": 4}]}, "unknown field 'num_samples'"),
     ]:
         status, answer = post(f"{url}/v1/models/textgen:predict", body)
         assert status == 400 and message in answer["error"], answer
     with pytest.raises(urllib.error.HTTPError) as e:
         get(f"{url}/v1/nothing")
     assert e.value.code == 404 and json.loads(e.value.read()) == {"error": "Not Found"}
+    with pytest.raises(urllib.error.HTTPError) as e:
+        get(f"{url}/v1/generate")
+    assert e.value.code == 405 and list(json.loads(e.value.read())) == ["error"]
 
 
 def test_unknown_characters_can_be_substituted(url: str) -> None:
@@ -193,7 +232,7 @@ def test_bad_requests_leave_the_server_whole(url: str, server) -> None:
         for i in range(100):
             body, _ = BAD[i % len(BAD)]
             assert post(f"{url}/v1/generate", body)[0] == 400
-            assert post(f"{url}/v1/generate", None, raw=b"x" * (i * 700))[0] == 400
+            assert post(f"{url}/v1/generate", None, raw=b"x" * (i * 700))[0] in (400, 413)
 
     burst()  # warm up allocations
     before = rss_kb()
@@ -225,12 +264,78 @@ def test_a_client_that_leaves_mid_stream_stops_its_sampling(url: str) -> None:
     assert health(url)["calls"] == calls  # nothing samples any more
 
 
+def test_a_client_that_leaves_generate_frees_its_row(url: str) -> None:
+    before = health(url)
+    connection = connect(url)
+    body = json.dumps({"prompt": "a", "length": 1_000_000})  # minutes of sampling
+    connection.request("POST", "/v1/generate", body, {"Content-Type": "application/json"})
+    assert wait_for(url, lambda h: h["active_rows"] == 1)
+    connection.sock.shutdown(socket.SHUT_RDWR)
+    connection.close()
+    now = wait_for(url, lambda h: h["cancelled_requests"] > before["cancelled_requests"])
+    assert now["cancelled_requests"] == before["cancelled_requests"] + 1
+    assert now["active_rows"] == 0
+
+
+def test_long_prompts_read_in_pieces_give_the_exports_text(url: str, small_export: Path) -> None:
+    import tensorflow as tf
+
+    prompt = "The cat sat on the mat. " * 1000  # 24,000 tokens: ~90 blocks
+    model = tf.saved_model.load(str(small_export))
+    expected = model.signatures["serving_default"](
+        prompt=tf.constant([prompt]), length=tf.constant([60]), temperature=tf.constant([0.9]),
+        top_k=tf.constant([0]), top_p=tf.constant([1.0]), seed=tf.constant([8], tf.int64),
+    )["text"].numpy()[0].decode()  # fmt: skip
+    body = {"prompt": prompt, "length": 60, "temperature": 0.9, "seed": 8}
+    with ThreadPoolExecutor(2) as pool:  # a short request shares the calls meanwhile
+        short = pool.submit(post, f"{url}/v1/generate", {"prompt": "a", "length": 300})
+        status, answer = post(f"{url}/v1/generate", body)
+        assert short.result()[0] == 200
+    assert status == 200 and answer["texts"] == [expected]
+
+
+def test_overload_is_a_503_with_retry_after(small_export: Path) -> None:
+    flags = ("--max-batch", "1", "--max-samples", "1", "--max-queue", "1", "--timeout", "4")
+    with start_server(small_export, *flags) as (url, _):
+        busy = connect(url)  # holds the only row
+        body = json.dumps({"prompt": "a", "length": 1_000_000})
+        busy.request("POST", "/v1/generate", body, {"Content-Type": "application/json"})
+        assert wait_for(url, lambda h: h["active_rows"] == 1)
+        with ThreadPoolExecutor(1) as pool:
+            queued = pool.submit(post, f"{url}/v1/generate", {"prompt": "a", "length": 5})
+            wait_for(url, lambda h: h["waiting_requests"] == 1)
+            headers: dict = {}
+            status, answer = post(f"{url}/v1/generate", {"prompt": "b"}, headers=headers)
+            assert status == 503 and "busy" in answer["error"] and headers["retry-after"] == "1"
+            busy.sock.shutdown(socket.SHUT_RDWR)  # leaving frees the row for the queued one
+            busy.close()
+            assert queued.result()[0] == 200
+        status, answer = post(f"{url}/v1/generate", {"prompt": "a", "length": 1_000_000})
+        assert status == 503 and "--timeout" in answer["error"]  # after 4 s
+        assert health(url)["timed_out_requests"] == 1 and health(url)["refused_requests"] == 1
+
+
+def connect(url: str) -> http.client.HTTPConnection:
+    host, port = urllib.parse.urlsplit(url).netloc.split(":")
+    return http.client.HTTPConnection(host, int(port), timeout=30)
+
+
+def wait_for(url: str, ready, seconds: float = 30) -> dict:
+    """/healthz once `ready(it)` holds (or after `seconds`)."""
+    deadline = time.monotonic() + seconds
+    while not ready(now := health(url)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return now
+
+
 def test_serve_cli_bad_input(tmp_path: Path, url: str) -> None:
     assert_one_line_error(run_cli("textgen.serve", tmp_path / "nope"), "no such run dir")
     port = urllib.parse.urlsplit(url).port
     line = assert_one_line_error(run_cli("textgen", "serve", tmp_path, "--port", port))
     assert "cannot listen" in line and f"127.0.0.1:{port}" in line
     assert_one_line_error(run_cli("textgen.serve", tmp_path, "--max-length", "0"), "max-length")
+    assert_one_line_error(run_cli("textgen.serve", tmp_path, "--max-queue", "0"), "max-queue")
+    assert_one_line_error(run_cli("textgen.serve", tmp_path, "--timeout", "0"), "--timeout")
 
 
 def test_binds_to_loopback_by_default(server) -> None:
@@ -251,8 +356,9 @@ def test_a_sentencepiece_model_serves_and_streams_whole_characters(sp_export: Pa
         status, whole = post(f"{url}/v1/generate", body)
         assert status == 200 and whole["texts"] == [expected] and whole["tokens"] == [200]
         request = urllib.request.Request(
-            f"{url}/v1/stream", data=json.dumps(body).encode(), method="POST"
-        )
+            f"{url}/v1/stream", data=json.dumps(body).encode(), method="POST",
+            headers={"Content-Type": "application/json"},
+        )  # fmt: skip
         with urllib.request.urlopen(request, timeout=60) as response:
             events = sse_events(response.read().decode())
         texts = [data["text"] for kind, data in events if kind == "message"]

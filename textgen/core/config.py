@@ -19,6 +19,7 @@ import yaml
 from textgen.core.errors import ConfigError
 from textgen.core.filewrite import write_atomic
 from textgen.core.memory import available_memory_bytes
+from textgen.core.sampling_settings import SamplingSettingError, SamplingSettings, check_sampling
 
 
 @dataclass(frozen=True)
@@ -178,11 +179,7 @@ _RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "train.eval_windows": (lambda v: v >= 1, ">= 1"),
     "train.patience": (lambda v: v >= 0, ">= 0"),
     "train.steps_per_call": (lambda v: v >= 1, ">= 1"),
-    "sample.length": (lambda v: v >= 1, ">= 1"),
-    "sample.temperature": (lambda v: v >= 0, ">= 0"),
-    "sample.top_k": (lambda v: v >= 0, ">= 0"),
-    "sample.top_p": (lambda v: 0 < v <= 1, "in (0, 1]"),
-    "sample.epoch_temperatures": (lambda v: all(t >= 0 for t in v), "a list of numbers >= 0"),
+    # sample.length, temperature, top_k, top_p and epoch_temperatures: `_check_sampling`
     "sample.epoch_length": (lambda v: v >= 1, ">= 1"),
 }
 
@@ -286,8 +283,24 @@ def _build(raw: dict[str, Any], origin: dict[str, str], where: str) -> Config:
                     f"{dotted} must be {rule[1]}, got {getattr(section, key)!r}",
                     origin.get(dotted, where),
                 )
+        if name == "sample":
+            _check_sampling(section, origin, where)
         sections[name] = section
     return Config(**sections)
+
+
+def _check_sampling(sample: SampleConfig, origin: dict[str, str], where: str) -> None:
+    """The sample section by the one sampling rule (`core.sampling_settings`)."""
+    tried = [(SamplingSettings(sample.temperature, sample.top_k, sample.top_p, sample.length),
+              lambda f: f"sample.{f}")]  # fmt: skip
+    tried += [(SamplingSettings(temperature=t), lambda f: "sample.epoch_temperatures")
+              for t in sample.epoch_temperatures]  # fmt: skip
+    for settings, name in tried:
+        try:
+            check_sampling(settings, name=name)
+        except SamplingSettingError as e:
+            key = name(e.field)
+            raise ConfigError(e.what, origin.get(key, where)) from None
 
 
 def _unknown(key: str, valid: list[str]) -> str:

@@ -23,6 +23,26 @@ from textgen.core.errors import TextgenError
 
 UNKNOWN_ID = 0  # reserved in every tokenizer for input outside the vocabulary
 _MAX_CODE_POINT = 0x10FFFF
+_LISTED = 20  # unknown characters named in a message; the rest are counted
+
+
+def find_unknown_chars(tokenizer: Tokenizer, text: str) -> list[str]:
+    """Distinct characters of `text` that encode to the unknown id, in order of appearance."""
+    if not (np.asarray(tokenizer.encode(text)) == UNKNOWN_ID).any():
+        return []
+    return [c for c in dict.fromkeys(text) if UNKNOWN_ID in tokenizer.encode(c)]
+
+
+def unknown_chars_message(missing: list[str], subject: str = "characters") -> str:
+    """The one wording of characters outside a vocabulary (generate, dynamic, the server).
+
+    Args:
+        missing: The distinct characters (`find_unknown_chars`, `CharTokenizer.unknown_chars`).
+        subject: What they are, e.g. `prompt characters`.
+    """
+    listed = " ".join(f"{c!r} (U+{ord(c):04X})" for c in missing[:_LISTED])
+    more = f" and {len(missing) - _LISTED} more" if len(missing) > _LISTED else ""
+    return f"{subject} outside the model's vocabulary: {listed}{more}"
 
 
 def code_points(text: str) -> np.ndarray:

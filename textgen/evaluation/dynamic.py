@@ -28,7 +28,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from textgen.core.errors import TextgenError
-from textgen.data.tokenizers import UNKNOWN_ID, Tokenizer
+from textgen.data.tokenizers import (
+    UNKNOWN_ID,
+    Tokenizer,
+    find_unknown_chars,
+    unknown_chars_message,
+)  # fmt: skip
 from textgen.evaluation.scoring import (
     ArrayTokens,
     Score,
@@ -230,10 +235,7 @@ def encode_text(tokenizer: Tokenizer, text: str, where: str) -> np.ndarray:
     """
     ids = np.asarray(tokenizer.encode(text), dtype=np.int32)  # (tokens,)
     if (ids == UNKNOWN_ID).any():
-        missing = [c for c in dict.fromkeys(text) if UNKNOWN_ID in tokenizer.encode(c)]
-        listed = " ".join(f"{c!r} (U+{ord(c):04X})" for c in missing[:20])
-        more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
-        raise TextgenError(f"characters outside the model's vocabulary: {listed}{more}", where)
+        raise TextgenError(unknown_chars_message(find_unknown_chars(tokenizer, text)), where)
     if len(ids) < 2:
         raise TextgenError("too short to adapt to: it needs at least 2 tokens", where)
     return ids

@@ -25,8 +25,6 @@ arguments, runs and prompts are rejected without it.
 
 from __future__ import annotations
 
-import math
-import secrets
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -36,11 +34,21 @@ from typing import Literal
 import numpy as np
 
 from textgen.core.errors import TextgenError
+from textgen.core.sampling_settings import (
+    SamplingSettingError,
+    SamplingSettings,
+    check_sampling,
+    seed_value,
+)  # fmt: skip
 from textgen.data.documents import SEPARATORS
 from textgen.data.novelty import NoveltyIndex
-from textgen.data.tokenizers import UNKNOWN_ID, Tokenizer
+from textgen.data.tokenizers import (
+    UNKNOWN_ID,
+    Tokenizer,
+    find_unknown_chars,
+    unknown_chars_message,
+)  # fmt: skip
 from textgen.generation.sampler import BLOCK, build_sampler
-from textgen.generation.sampling import SEED_MODULUS
 from textgen.generation.stops import RowStops, check_stops
 from textgen.model.stepmodel import StepModel
 from textgen.run.rundir import RunDir
@@ -78,30 +86,22 @@ def check_sampling_args(
     num_samples: int,
     prefix: str = "",
 ) -> None:
-    """Rejects sampling arguments out of range; needs no TensorFlow.
+    """Rejects sampling arguments out of range (`check_sampling`'s rule); needs no TensorFlow.
 
     Args:
-        length: Tokens per sample, >= 1.
-        temperature: >= 0 (0: greedy).
-        top_k: >= 0 (0: off).
-        top_p: In (0, 1] (1: off).
-        num_samples: >= 1.
+        length, temperature, top_k, top_p, num_samples: As `Generator.generate` takes them.
         prefix: Put before each argument's name in errors; `--` names the command line.
 
     Raises:
         TextgenError: naming the argument at fault.
     """
-    rules = [
-        ("length", length, length >= 1, ">= 1"),
-        ("temperature", temperature, math.isfinite(temperature) and temperature >= 0, ">= 0"),
-        ("top-k" if prefix else "top_k", top_k, top_k >= 0, ">= 0"),
-        ("top-p" if prefix else "top_p", top_p, 0 < top_p <= 1, "in (0, 1]"),
-        ("num-samples" if prefix else "num_samples", num_samples, num_samples >= 1, ">= 1"),
-    ]
-    for name, value, ok, must in rules:
-        if not ok:
-            where = "command line" if prefix else name
-            raise TextgenError(f"{prefix}{name} must be {must}, got {value}", where)
+    settings = SamplingSettings(
+        temperature=temperature, top_k=top_k, top_p=top_p, length=length, num_samples=num_samples
+    )
+    try:
+        check_sampling(settings, name=lambda f: prefix + (f.replace("_", "-") if prefix else f))
+    except SamplingSettingError as e:
+        raise TextgenError(e.what, "command line" if prefix else e.field) from None
 
 
 def encode_prompt(
@@ -118,21 +118,11 @@ def encode_prompt(
     ids = np.asarray(tokenizer.encode(prompt), dtype=np.int32)  # (tokens,)
     if not (ids == UNKNOWN_ID).any():
         return ids
-    missing = [c for c in dict.fromkeys(prompt) if UNKNOWN_ID in tokenizer.encode(c)]
-    listed = " ".join(f"{c!r} (U+{ord(c):04X})" for c in missing[:20])
-    more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
-    what = f"prompt characters outside the model's vocabulary: {listed}{more}"
+    what = unknown_chars_message(find_unknown_chars(tokenizer, prompt), "prompt characters")
     if on_unknown != "warn":
         raise TextgenError(what, "prompt")
     warnings.warn(f"{what}; fed as the unknown token", UnknownCharsWarning, stacklevel=2)
     return ids
-
-
-def seed_value(seed: int | None) -> int:
-    """A seed as the sampler takes it (an int64 in [0, 2^62)); None draws a fresh random one."""
-    if seed is None:
-        return secrets.randbits(62)
-    return int(seed) % SEED_MODULUS
 
 
 class Generator:
@@ -324,19 +314,19 @@ class Generator:
         num_samples: int, seed: int | None, chunk_size: int, on_unknown: str, rows: RowStops,
     ) -> Iterator[list[str]]:  # fmt: skip
         """`stream`'s loop; `rows` follows the stops (and says how each row ended)."""
-        check_sampling_args(
-            length=length, temperature=temperature, top_k=top_k, top_p=top_p,
-            num_samples=num_samples,
-        )  # fmt: skip
+        s = check_sampling(
+            SamplingSettings(temperature, top_k, top_p, length, num_samples, seed),
+            vocab_size=self.vocab_size,
+        )  # raises SamplingSettingError (a TextgenError) naming the argument
         prompt_ids = encode_prompt(self.tokenizer, prompt, on_unknown=on_unknown)
         feed = prompt_ids if len(prompt_ids) else self._start_ids  # (prompt tokens,)
         states = self._step.zero_states(num_samples)  # (2 * layers, samples, units)
         n = num_samples
         settings = {  # one value per sample: (samples,) each
-            "temperature": np.full(n, temperature, np.float32),
-            "top_k": np.full(n, min(top_k, self.vocab_size), np.int32),
-            "top_p": np.full(n, top_p, np.float32),
-            "seed": np.full(n, seed_value(seed), np.int64),
+            "temperature": np.full(n, s.temperature, np.float32),
+            "top_k": np.full(n, s.top_k, np.int32),
+            "top_p": np.full(n, s.top_p, np.float32),
+            "seed": np.full(n, seed_value(s.seed), np.int64),
             "sample": np.arange(n, dtype=np.int32),
         }
         chunk_size = min(max(chunk_size, 1), self.block)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from textgen.core.sampling_settings import SEED_MODULUS
+
 GREEDY, PLAIN, FILTERED = 0, 1, 2  # the sampling rules; the sampler compiles a loop for each
 _GOLDEN = 0x9E3779B97F4A7C15  # splitmix64's increment (2^64 / golden ratio)
 _MIX = (0xBF58476D1CE4E5B9, 0x94D049BB133111EB)  # splitmix64's finalizer multipliers
-SEED_MODULUS = 1 << 62  # seeds are taken modulo this, in Python and in the graph alike
 
 
 def sampling_rule(temperature, top_k, top_p):
@@ -65,7 +66,7 @@ def row_keys(seed, sample):
     """One uint64 random key per row from its seed and its sample number.
 
     Args:
-        seed: (rows,) int64, taken modulo 2^62 (as `generate.seed_value` does in Python).
+        seed: (rows,) int64, taken modulo 2^62 (as `sampling_settings.seed_value` does in Python).
         sample: (rows,) int32, the row's number among the samples of its request: rows with
             one seed but other numbers draw other text.
 

@@ -12,6 +12,7 @@ position, so a request's text does not depend on which others share its calls.
 from __future__ import annotations
 
 import codecs
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from textgen.core.errors import TextgenError
+from textgen.core.sampling_settings import SamplingSettings, seed_value
 from textgen.serving import export
+
+_OUTCOMES = ("completed", "cancelled", "timed_out", "dropped", "failed", "refused")
+_IDLE_POLL = 0.05  # seconds between looks while every active job sits out (slow readers)
 
 
 class Backend:
@@ -81,36 +86,54 @@ class Backend:
         return np.zeros((2 * self.layers, rows, self.units), np.float32)
 
 
+class Overloaded(Exception):
+    """The wait queue is full: the request is refused (HTTP 503 with Retry-After)."""
+
+
+@dataclass(frozen=True)
+class JobError:
+    """Why a job ended early: an HTTP status and one line for its client."""
+
+    status: int
+    message: str
+
+
 @dataclass(eq=False)
 class Job:
-    """One request: `samples` rows that share a prompt and settings.
+    """One request: `settings.num_samples` rows that share a prompt and settings.
 
     `emit(index, text)` is called from the worker thread for each sample's new text, and
-    `finish(error)` once at the end (error None when done).
+    `finish(error)` once at the end (error None when done, else a `JobError`). `paused()` says
+    whether the client's buffer is full: the job then sits out calls (keeping its row) until
+    it reads, or is dropped after the batcher's `stall_timeout`.
     """
 
     prompt: str
-    length: int
-    temperature: float
-    top_k: int
-    top_p: float
-    seed: int
-    samples: int
+    settings: SamplingSettings  # checked (`check_sampling`), with a seed
     emit: Callable[[int, str], None]
-    finish: Callable[[str | None], None]
+    finish: Callable[[JobError | None], None]
+    deadline: float = math.inf  # time.monotonic() after which the job is ended (503)
+    paused: Callable[[], bool] = lambda: False
     cancelled: bool = False
     done: int = 0  # tokens sampled per row so far
     states: np.ndarray | None = None  # (2 * layers, samples, units) between calls
-    feed: np.ndarray | None = None  # prompt ids still to read (the last block)
+    feed: np.ndarray | None = None  # prompt ids still to read
+    paused_since: float | None = None  # when the job began sitting out, while it does
     decoders: list = field(init=False)  # per row: UTF-8 across calls (byte pieces)
 
     def __post_init__(self) -> None:
+        self.settings = self.settings.resolved()  # one seed for all of the job's calls
         utf8 = codecs.getincrementaldecoder("utf-8")
-        self.decoders = [utf8(errors="replace") for _ in range(self.samples)]
+        self.decoders = [utf8(errors="replace") for _ in range(self.rows)]
+
+    @property
+    def rows(self) -> int:
+        """Rows (samples) the job takes in a call."""
+        return self.settings.num_samples
 
     def text(self, row: int, data: bytes) -> str:
         """A row's new text: `data` decoded after what the row's earlier calls left partial."""
-        return self.decoders[row].decode(data, final=self.done >= self.length)
+        return self.decoders[row].decode(data, final=self.done >= self.settings.length)
 
     def cancel(self) -> None:
         """Stops the job at the next call boundary (e.g. its client left)."""
@@ -118,33 +141,59 @@ class Job:
 
 
 class Batcher:
-    """Runs jobs on one worker thread, all active rows in each sampler call.
+    """Runs jobs on one worker thread, all ready rows in each sampler call.
 
     Args:
         backend: The model.
         max_rows: Most rows (samples of all requests) in one call.
         chunk: Most tokens per call (a stream's granularity; joining waits at most one call).
         window: Seconds to wait for more requests when work arrives at an idle worker.
+        max_queue: Most requests waiting for room; `submit` raises `Overloaded` beyond it.
+        stall_timeout: Seconds a job may sit out (its client reads nothing) before it is dropped.
     """
 
     def __init__(
-        self, backend: Backend, *, max_rows: int = 32, chunk: int = 64, window: float = 0.002
+        self,
+        backend: Backend,
+        *,
+        max_rows: int = 32,
+        chunk: int = 64,
+        window: float = 0.002,
+        max_queue: int = 256,
+        stall_timeout: float = 10.0,
     ) -> None:
         self.backend, self.max_rows, self.window = backend, max_rows, window
+        self.max_queue, self.stall_timeout = max_queue, stall_timeout
         self.chunk = min(chunk, backend.block)
         self.waiting: list[Job] = []
         self.active: list[Job] = []
-        self.calls = self.cancelled = self.completed = 0
+        self.counts = dict.fromkeys(_OUTCOMES, 0)
+        self.calls = 0
         self._wake = threading.Condition()
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="textgen-batcher", daemon=True)
         self._thread.start()
 
-    def submit(self, job: Job) -> None:
-        """Queues a job; it joins the next call that has room."""
+    def submit(self, *jobs: Job) -> None:
+        """Queues jobs (all or none); each joins the next call that has room.
+
+        Raises:
+            Overloaded: the wait queue has no room for them all.
+        """
         with self._wake:
-            self.waiting.append(job)
+            if len(self.waiting) + len(jobs) > self.max_queue:
+                self.counts["refused"] += len(jobs)
+                raise Overloaded(f"{len(self.waiting)} requests are waiting (the most: "
+                                 f"{self.max_queue})")  # fmt: skip
+            self.waiting += jobs
             self._wake.notify()
+
+    def full(self) -> bool:
+        """Whether the wait queue is full now (a request would be refused); counts a refusal."""
+        if len(self.waiting) < self.max_queue:
+            return False
+        self.counts["refused"] += 1
+        return True
 
     def stop(self) -> None:
         """Ends the worker thread after its current call."""
@@ -155,13 +204,11 @@ class Batcher:
 
     def stats(self) -> dict:
         """Counters for /healthz."""
-        rows = sum(j.samples for j in self.active)
         return {
-            "active_rows": rows,
+            "active_rows": sum(j.rows for j in self.active),
             "waiting_requests": len(self.waiting),
             "calls": self.calls,
-            "completed_requests": self.completed,
-            "cancelled_requests": self.cancelled,
+            **{f"{k}_requests": v for k, v in self.counts.items()},
         }
 
     def _run(self) -> None:
@@ -174,86 +221,150 @@ class Batcher:
                 idle = not self.active
             if idle and self.window > 0:
                 time.sleep(self.window)  # let simultaneous requests share the first call
-            try:
-                self._step()
-            except Exception as e:  # a failed call ends its jobs, never the server
-                for job in self.active:
-                    job.finish(f"sampling failed: {e.__class__.__name__}")
-                self.active = []
+            if not self._step() and self.active:
+                with self._wake:  # every active job sits out: wait for a reader or a request
+                    self._wake.wait(timeout=_IDLE_POLL)
 
-    def _admit(self) -> list[Job]:
-        """Moves waiting jobs that fit into the batch; reads their prompts' leading blocks."""
-        with self._wake:
-            room = self.max_rows - sum(j.samples for j in self.active)
+    def _step(self) -> bool:
+        """Retires, admits, warms long prompts up, samples; False when nothing could run."""
+        now = time.monotonic()
+        self.active = [j for j in self.active if not self._ends(j, now)]
+        self.active += self._admit(now)
+        warming = [j for j in self.active if len(j.feed) > self.backend.block]
+        ready = [j for j in self.active if j not in warming and not self._sits_out(j, now)]
+        if warming:  # a block of each long prompt; a chunk while others sample
+            self._guarded(self._warm_up, warming, self.backend.block if not ready else self.chunk)
+        if ready:
+            self._guarded(self._sample, ready)
+        return bool(warming or ready)
+
+    def _ends(self, job: Job, now: float) -> bool:
+        """Finishes a job that is done, cancelled, past its deadline or stalled too long."""
+        if job.cancelled:
+            return self._finish(job, "cancelled")
+        if job.done >= job.settings.length:
+            return self._finish(job, "completed")
+        if now > job.deadline:
+            what = "the request ran past the server's --timeout; retry later or ask for less"
+            return self._finish(job, "timed_out", JobError(503, what))
+        if job.paused_since is not None and now - job.paused_since > self.stall_timeout:
+            what = f"dropped: the client read nothing for {self.stall_timeout:g} s"
+            return self._finish(job, "dropped", JobError(503, what))
+        return False
+
+    def _sits_out(self, job: Job, now: float) -> bool:
+        """Whether the job's client buffer is full (then it is not sampled this call)."""
+        if job.paused():
+            job.paused_since = job.paused_since or now
+            return True
+        job.paused_since = None
+        return False
+
+    def _finish(self, job: Job, outcome: str, error: JobError | None = None) -> bool:
+        """Ends a job and counts its outcome; True, so that filters can drop it."""
+        self.counts[outcome] += 1
+        job.finish(error)
+        return True
+
+    def _admit(self, now: float) -> list[Job]:
+        """Moves waiting jobs that fit into the batch and encodes their prompts."""
+        with self._wake:  # clients that left or ran out of time while waiting free the queue
+            self.waiting = [j for j in self.waiting if not self._ends(j, now)]
+            room = self.max_rows - sum(j.rows for j in self.active)
             joining = []
-            while self.waiting and self.waiting[0].samples <= room:
+            while self.waiting and self.waiting[0].rows <= room:
                 job = self.waiting.pop(0)
-                room -= job.samples
-                if job.cancelled:
-                    self.cancelled += 1
-                    job.finish(None)
-                else:
-                    joining.append(job)
+                room -= job.rows
+                joining.append(job)
         if joining:
-            ids = self.backend.encode([job.prompt for job in joining])
+            try:
+                ids = self.backend.encode([job.prompt for job in joining])
+            except Exception as e:  # a prompt the graph tokenizer refuses fails its jobs only
+                return self._encode_alone(joining, e)
             for job, prompt_ids in zip(joining, ids, strict=True):
-                job.states, job.feed = self._read_leading(job, prompt_ids)
+                job.states, job.feed = self.backend.zero_states(job.rows), prompt_ids
         return joining
 
-    def _read_leading(self, job: Job, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """A prompt longer than a block: all but its last block, read alone; the rest to feed."""
-        block, states = self.backend.block, self.backend.zero_states(1)  # (2L, 1, units)
-        while len(ids) > block:
-            _, out = self._call([ids[:block]], np.zeros(1, np.int32), states, 0, [job])
-            states, ids = out.numpy(), ids[block:]
-        return np.repeat(states, job.samples, axis=1), ids  # (2L, samples, units), (<= block,)
+    def _encode_alone(self, jobs: list[Job], error: Exception) -> list[Job]:
+        """Encodes each job's prompt alone; the ones that fail are finished."""
+        if len(jobs) == 1:
+            self._fail(jobs[0], error)
+            return []
+        admitted = []
+        for job in jobs:
+            admitted += self._admit_encoded(job)
+        return admitted
 
-    def _step(self) -> None:
-        """One sampler call for every active row; then emit and retire."""
-        self.active = [j for j in self.active if not (j.cancelled and self._retire(j))]
-        joining = self._admit()
-        self.active += joining
-        if not self.active:
-            return
-        jobs, feeds, feed_row = self.active, [], []
-        for job in jobs:  # a joining job's rows read its prompt's last block in this call
-            if job in joining and len(job.feed):
+    def _admit_encoded(self, job: Job) -> list[Job]:
+        try:
+            [ids] = self.backend.encode([job.prompt])
+        except Exception as e:
+            self._fail(job, e)
+            return []
+        job.states, job.feed = self.backend.zero_states(job.rows), ids
+        return [job]
+
+    def _fail(self, job: Job, error: Exception) -> None:
+        """Ends a job whose rows made a call fail (it leaves the batch)."""
+        what = f"sampling failed: {error.__class__.__name__}"
+        self._finish(job, "failed", JobError(500, what))
+        if job in self.active:
+            self.active.remove(job)
+
+    def _guarded(self, run, jobs: list[Job], *args) -> None:
+        """`run(jobs)`; if the call fails, each job again alone, so a bad row fails only its own."""
+        try:
+            run(jobs, *args)
+        except Exception as e:  # TensorFlow raises many types; the server must go on
+            if len(jobs) == 1:
+                self._fail(jobs[0], e)
+                return
+            for job in jobs:
+                self._guarded(run, [job], *args)
+
+    def _warm_up(self, jobs: list[Job], tokens: int) -> None:
+        """Reads the next `tokens` of each long prompt (all but its last block), in one call."""
+        feeds = [j.feed[: min(tokens, len(j.feed) - self.backend.block)] for j in jobs]
+        feed_row = np.repeat(np.arange(len(jobs), dtype=np.int32), [j.rows for j in jobs])
+        states = np.concatenate([j.states for j in jobs], axis=1)  # (2L, rows, units)
+        _, states = self._call(feeds, feed_row, states, 0, jobs)
+        states = states.numpy()  # (2L, rows, units)
+        offset = 0
+        for job, fed in zip(jobs, feeds, strict=True):
+            job.states, job.feed = states[:, offset : offset + job.rows], job.feed[len(fed) :]
+            offset += job.rows
+
+    def _sample(self, jobs: list[Job]) -> None:
+        """One sampler call for these rows (new ones read the rest of their prompts); emits."""
+        feeds, feed_row = [], []
+        for job in jobs:
+            if len(job.feed):
                 feeds.append(job.feed)
-            feed_row += [len(feeds) - 1 if job in joining and len(job.feed) else -1] * job.samples
-        size = min(self.chunk, max(j.length - j.done for j in jobs))
+            feed_row += [len(feeds) - 1 if len(job.feed) else -1] * job.rows
+        size = min(self.chunk, max(j.settings.length - j.done for j in jobs))
         states = np.concatenate([j.states for j in jobs], axis=1)  # (2L, rows, units)
         tokens, states = self._call(feeds, np.array(feed_row, np.int32), states, size, jobs)
         tokens, states = tokens.numpy(), states.numpy()  # (rows, block), (2L, rows, units)
         offset = 0
         for job in jobs:
-            rows = slice(offset, offset + job.samples)
-            offset += job.samples
+            rows = slice(offset, offset + job.rows)
+            offset += job.rows
             job.states, job.feed = states[:, rows], job.feed[:0]
-            take = min(size, job.length - job.done)
+            take = min(size, job.settings.length - job.done)
             job.done += take
             for i, row in enumerate(tokens[rows, :take]):
                 job.emit(i, job.text(i, b"".join(self.backend.pieces[t] for t in row)))
-        self.active = [j for j in jobs if not (j.done >= j.length and self._retire(j))]
-
-    def _retire(self, job: Job) -> bool:
-        """Ends a job (finished or cancelled); True, so that filters can drop it."""
-        if job.cancelled:
-            self.cancelled += 1
-        else:
-            self.completed += 1
-        job.finish(None)
-        return True
 
     def _call(self, feeds: list, feed_row: np.ndarray, states, size: int, jobs: list[Job]):
-        """The sampler on these rows: (tokens (rows, block), states)."""
+        """The sampler on these jobs' rows: (tokens (rows, block), states)."""
         block = self.backend.block
         feed = np.zeros((len(feeds), block), np.int32)  # (prompts, block)
         for k, ids in enumerate(feeds):
             feed[k, : len(ids)] = ids
-        rows = [(j, i) for j in jobs for i in range(j.samples)] if size else [(jobs[0], 0)]
+        rows = [(j.settings, j.done, i) for j in jobs for i in range(j.rows)]
 
         def column(get, dtype):
-            return np.array([get(j, i) for j, i in rows], dtype)  # (rows,)
+            return np.array([get(s, done, i) for s, done, i in rows], dtype)  # (rows,)
 
         self.calls += 1
         return self.backend.module.sampler(
@@ -262,10 +373,10 @@ class Batcher:
             feed_row,
             states,
             np.int32(size),
-            column(lambda j, i: j.done, np.int32),
-            temperature=column(lambda j, i: j.temperature, np.float32),
-            top_k=column(lambda j, i: min(j.top_k, len(self.backend.pieces)), np.int32),
-            top_p=column(lambda j, i: j.top_p, np.float32),
-            seed=column(lambda j, i: j.seed, np.int64),
-            sample=column(lambda j, i: i, np.int32),
+            column(lambda s, done, i: done, np.int32),
+            temperature=column(lambda s, done, i: s.temperature, np.float32),
+            top_k=column(lambda s, done, i: s.top_k, np.int32),
+            top_p=column(lambda s, done, i: s.top_p, np.float32),
+            seed=column(lambda s, done, i: seed_value(s.seed), np.int64),
+            sample=column(lambda s, done, i: i, np.int32),
         )

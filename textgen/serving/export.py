@@ -23,6 +23,7 @@ import shutil
 from pathlib import Path
 
 from textgen.core.errors import TextgenError
+from textgen.core.sampling_settings import MAX_TEMPERATURE, MIN_TEMPERATURE
 from textgen.data.tokenizers import Tokenizer
 from textgen.generation.generate import BLOCK
 from textgen.generation.sampler import build_sampler
@@ -161,7 +162,8 @@ def module_class():
 
 def _check_inputs(*inputs) -> tuple:
     """Graph-side checks: the inputs, usable only after the checks pass (else an
-    InvalidArgumentError naming the input)."""
+    InvalidArgumentError naming the input). The rule is `core.sampling_settings`', in the
+    graph's own dtypes; top-k above the vocabulary is clamped (by `generate`)."""
     import tensorflow as tf
 
     prompt, length, temperature, top_k, top_p, _ = inputs
@@ -174,6 +176,13 @@ def _check_inputs(*inputs) -> tuple:
     checks += [
         tf.debugging.assert_non_negative(length, "length must be >= 0"),
         tf.debugging.assert_greater_equal(temperature, 0.0, "temperature must be >= 0"),
+        tf.debugging.Assert(
+            tf.reduce_all(
+                (temperature == 0)
+                | ((temperature >= MIN_TEMPERATURE) & (temperature <= MAX_TEMPERATURE))
+            ),
+            [f"temperature must be 0 or in [{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}]"],
+        ),
         tf.debugging.assert_non_negative(top_k, "top_k must be >= 0"),
         tf.debugging.assert_greater(top_p, 0.0, "top_p must be in (0, 1]"),
         tf.debugging.assert_less_equal(top_p, 1.0, "top_p must be in (0, 1]"),

@@ -3,8 +3,11 @@
 Routes: `POST /v1/generate`, `POST /v1/stream` (SSE), `POST /v1/models/textgen:predict`
 (`{"instances": [...]}` -> `{"predictions": [...]}`, or `{"inputs": {...}}` -> `{"outputs":
 {...}}`), `GET /` (static/index.html), `GET /healthz`. Every request is checked in Python
-before it reaches the model; a bad one is HTTP 400 with `{"error": "<one line>"}`. Requests
-become `batcher.Job`s, so concurrent requests share compiled calls.
+(`requests.py`) before it reaches the model; a bad one is HTTP 400 (413, 415, 408) with
+`{"error": "<one line>"}`. Requests become `batcher.Job`s, so concurrent requests share
+compiled calls. Overload is explicit: a full wait queue or a request past its deadline is 503
+with `Retry-After`. A client that leaves (any route) frees its rows at the next call; a stream
+whose client reads nothing sits out calls and is dropped after the stall timeout.
 """
 
 from __future__ import annotations
@@ -12,158 +15,70 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
-import secrets
 import time
-from dataclasses import dataclass
 from importlib import resources
 
-from textgen.serving.batcher import Backend, Batcher, Job
+from textgen.core.sampling_settings import SamplingSettings
+from textgen.serving.batcher import Backend, Batcher, Job, JobError, Overloaded
+from textgen.serving.requests import (
+    FIELDS,
+    BadRequest,
+    Limits,
+    check_request,
+    columns_to_rows,
+    read_json,
+)  # fmt: skip
 
-MAX_BODY = 64 * 1024  # bytes of a request body
-INT64 = (-(1 << 63), (1 << 63) - 1)
-FIELDS = ("prompt", "length", "temperature", "top_k", "top_p", "seed", "num_samples")
-
-
-class BadRequest(Exception):
-    """A request the server refuses: HTTP 400 with this one-line message."""
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What a request may ask for."""
-
-    max_length: int = 2000
-    max_samples: int = 16
+RETRY_AFTER = 1  # seconds a refused client is told to wait: about one call for many rows
+STREAM_BUFFER = 16  # calls of text a stream may hold unread per sample before it sits out
 
 
-@dataclass(frozen=True)
-class Request:
-    """A checked generation request."""
-
-    prompt: str
-    length: int
-    temperature: float
-    top_k: int
-    top_p: float
-    seed: int
-    num_samples: int
+class Unavailable(Exception):
+    """The server cannot take the request now: HTTP 503 with Retry-After and this message."""
 
 
-def _integer(body: dict, name: str, default: int | None, low: int, high: int) -> int | None:
-    value = body.get(name, default)
-    if value is None and default is None:
-        return None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)  # TF Serving clients send JSON numbers from float arrays
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise BadRequest(f"{name} must be an integer, got {json.dumps(value)[:40]}")
-    if not low <= value <= high:
-        raise BadRequest(f"{name} must be in [{low}, {high}], got {value}")
-    return value
+class ClientStream:
+    """One client's job, its events as an asyncio queue (filled from the worker thread).
 
-
-def _number(body: dict, name: str, default: float) -> float:
-    value = body.get(name, default)
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        raise BadRequest(f"{name} must be a number, got {json.dumps(value)[:40]}")
-    if not math.isfinite(value):
-        raise BadRequest(f"{name} must be finite")
-    return float(value)
-
-
-def check_request(body, backend: Backend, limits: Limits, *, extra: tuple = ()) -> Request:
-    """A request object (parsed JSON) checked against the model and the limits.
-
-    Raises:
-        BadRequest: naming the field at fault.
+    The queue is bounded in effect: once a client has `STREAM_BUFFER` calls of text per sample
+    unread, the job sits out calls (`Job.paused`) until the client reads.
     """
-    if not isinstance(body, dict):
-        raise BadRequest("the request must be a JSON object")
-    unknown = set(body) - {*FIELDS, "allow_unknown", *extra}
-    if unknown:
-        raise BadRequest(f"unknown field {sorted(unknown)[0]!r}; fields: {', '.join(FIELDS)}")
-    prompt = body.get("prompt")
-    if prompt is None:
-        raise BadRequest("prompt is required (a string, may be empty)")
-    if not isinstance(prompt, str):
-        raise BadRequest("prompt must be a string")
-    try:
-        prompt.encode("utf-8")
-    except UnicodeEncodeError:
-        raise BadRequest("prompt is not valid Unicode (a lone surrogate)") from None
-    allow_unknown = body.get("allow_unknown", False)
-    if not isinstance(allow_unknown, bool):
-        raise BadRequest("allow_unknown must be true or false")
-    missing = backend.unknown_chars(prompt)
-    if missing and not allow_unknown:
-        listed = " ".join(f"{c!r} (U+{ord(c):04X})" for c in missing[:20])
-        more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
-        raise BadRequest(
-            f"prompt characters outside the model's vocabulary: {listed}{more} "
-            '(send "allow_unknown": true to feed them as the unknown token)'
-        )
-    temperature, top_p = _number(body, "temperature", 1.0), _number(body, "top_p", 1.0)
-    if temperature < 0:
-        raise BadRequest(f"temperature must be >= 0, got {temperature}")
-    if not 0 < top_p <= 1:
-        raise BadRequest(f"top_p must be in (0, 1], got {top_p}")
-    seed = _integer(body, "seed", None, *INT64)
-    return Request(
-        prompt=prompt,
-        length=_integer(body, "length", 200, 1, limits.max_length),
-        temperature=temperature,
-        top_k=_integer(body, "top_k", 0, 0, INT64[1]),
-        top_p=top_p,
-        seed=secrets.randbits(62) if seed is None else seed,
-        num_samples=_integer(body, "num_samples", 1, 1, limits.max_samples),
-    )
 
-
-async def read_json(request) -> object:
-    """The body as JSON, at most MAX_BODY bytes. Raises BadRequest."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY:
-        raise BadRequest(f"the body is over {MAX_BODY // 1024} KiB")
-    body = bytearray()
-    async for part in request.stream():
-        body += part
-        if len(body) > MAX_BODY:
-            raise BadRequest(f"the body is over {MAX_BODY // 1024} KiB")
-    try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BadRequest(f"invalid JSON: {e}") from None
-
-
-class Session:
-    """One request's job, its events as an asyncio queue (filled from the worker thread)."""
-
-    def __init__(self, batcher: Batcher, req: Request) -> None:
+    def __init__(self, prompt: str, settings: SamplingSettings, *, limits: Limits) -> None:
         loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue = asyncio.Queue()
-        self.texts = [""] * req.num_samples
+        self.texts = [""] * settings.num_samples
+        self.settings = settings
         self.started = time.perf_counter()
+        self.sent = self.taken = 0  # events put (worker thread) and taken (event loop)
 
         def put(item) -> None:
             loop.call_soon_threadsafe(self.queue.put_nowait, item)
 
+        def emit(i: int, text: str) -> None:
+            self.sent += 1
+            put(("text", i, text))
+
         self.job = Job(
-            prompt=req.prompt, length=req.length, temperature=req.temperature,
-            top_k=req.top_k, top_p=req.top_p, seed=req.seed, samples=req.num_samples,
-            emit=lambda i, text: put(("text", i, text)), finish=lambda err: put(("end", err)),
+            prompt=prompt, settings=settings, emit=emit, finish=lambda err: put(("end", err)),
+            deadline=time.monotonic() + limits.timeout,
+            paused=lambda: self.sent - self.taken >= STREAM_BUFFER * settings.num_samples,
         )  # fmt: skip
-        batcher.submit(self.job)
 
     async def events(self):
-        """Yields (index, text) as sampled; cancels the job if the consumer stops early."""
+        """Yields (index, text) as sampled; cancels the job if the consumer stops early.
+
+        Raises:
+            Unavailable: the job ran past its deadline or was dropped.
+            RuntimeError: sampling failed (its message is the client's).
+        """
         try:
             while True:
                 item = await self.queue.get()
                 if item[0] == "end":
-                    if item[1]:
-                        raise RuntimeError(item[1])
+                    _raise_for(item[1])
                     return
+                self.taken += 1
                 self.texts[item[1]] += item[2]
                 yield item[1], item[2]
         finally:
@@ -174,6 +89,52 @@ class Session:
         async for _ in self.events():
             pass
         return self.texts
+
+    def summary(self) -> dict:
+        """Tokens, seed and seconds, as the responses report them."""
+        return {"tokens": [self.settings.length] * self.settings.num_samples,
+                "seed": self.settings.seed,
+                "seconds": round(time.perf_counter() - self.started, 4)}  # fmt: skip
+
+
+def _raise_for(error: JobError | None) -> None:
+    if error is None:
+        return
+    if error.status == 503:
+        raise Unavailable(error.message)
+    raise RuntimeError(error.message)
+
+
+def refuse_if_full(batcher: Batcher) -> None:
+    """503 before the body is even read while the wait queue is full (the cheap refusal)."""
+    if batcher.full():
+        raise Unavailable(f"the server is busy: {batcher.max_queue} requests are waiting; "
+                          f"retry after {RETRY_AFTER} s")  # fmt: skip
+
+
+def submit(batcher: Batcher, streams: list[ClientStream]) -> None:
+    """Queues the streams' jobs, all or none; a full queue is 503."""
+    try:
+        batcher.submit(*(s.job for s in streams))
+    except Overloaded as e:
+        raise Unavailable(f"the server is busy: {e}; retry after {RETRY_AFTER} s") from None
+
+
+async def until_done(request, streams: list[ClientStream]) -> list[list[str]]:
+    """Every stream's texts; if the client leaves first, its jobs are cancelled (rows freed at
+    the next call boundary) and the result is not sent anywhere."""
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass  # the body is read: the next message is the disconnect
+        for stream in streams:
+            stream.job.cancel()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        return await asyncio.gather(*(s.result() for s in streams))
+    finally:
+        watcher.cancel()
 
 
 def create_app(backend: Backend, *, limits: Limits | None = None, **batcher_args):
@@ -189,47 +150,55 @@ def create_app(backend: Backend, *, limits: Limits | None = None, **batcher_args
         resources.files("textgen.serving").joinpath("static/index.html").read_text(encoding="utf-8")
     )
 
-    def error(status: int, message: str) -> JSONResponse:
-        return JSONResponse({"error": message}, status_code=status)
+    def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
 
     async def generate(request):
-        req = check_request(await read_json(request), backend, limits)
-        session = Session(batcher, req)
-        texts = await session.result()
-        return JSONResponse(
-            {"texts": texts, "tokens": [req.length] * req.num_samples, "seed": req.seed,
-             "seconds": round(time.perf_counter() - session.started, 4)}
-        )  # fmt: skip
+        refuse_if_full(batcher)
+        stream = ClientStream(*check_request(await read_json(request), backend, limits),
+                              limits=limits)  # fmt: skip
+        submit(batcher, [stream])
+        [texts] = await until_done(request, [stream])
+        return JSONResponse({"texts": texts, **stream.summary()})
 
     async def stream(request):
-        req = check_request(await read_json(request), backend, limits)
-        session = Session(batcher, req)
+        refuse_if_full(batcher)
+        client = ClientStream(*check_request(await read_json(request), backend, limits),
+                              limits=limits)  # fmt: skip
+        submit(batcher, [client])
 
         async def events():
-            async for index, text in session.events():
-                yield f"data: {json.dumps({'index': index, 'text': text})}\n\n"
-            done = {"tokens": [req.length] * req.num_samples, "seed": req.seed,
-                    "seconds": round(time.perf_counter() - session.started, 4)}  # fmt: skip
-            yield f"event: done\ndata: {json.dumps(done)}\n\n"
+            try:
+                async for index, text in client.events():
+                    yield f"data: {json.dumps({'index': index, 'text': text})}\n\n"
+            except (Unavailable, RuntimeError) as e:
+                yield f"event: error\ndata: {json.dumps({'error': str(e)})}\n\n"
+                return
+            yield f"event: done\ndata: {json.dumps(client.summary())}\n\n"
 
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
         return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
     async def predict(request):
+        refuse_if_full(batcher)
         body = await read_json(request)
         if not isinstance(body, dict) or not ({"instances", "inputs"} & set(body)):
             raise BadRequest('the request must be {"instances": [...]} or {"inputs": {...}}')
         rows = body.get("instances")
         if rows is None:
-            rows = _columns_to_rows(body["inputs"])
+            rows = columns_to_rows(body["inputs"])
         if not isinstance(rows, list) or not rows:
             raise BadRequest("instances must be a non-empty list")
         if len(rows) > limits.max_samples:
             raise BadRequest(f"at most {limits.max_samples} instances per request")
         rows = [{"prompt": r} if isinstance(r, str) else r for r in rows]
-        reqs = [check_request(r, backend, limits) for r in rows]
-        texts = await asyncio.gather(*(Session(batcher, r).result() for r in reqs))
-        preds = [{"text": t[0], "tokens": r.length} for t, r in zip(texts, reqs, strict=True)]
+        one_each = tuple(f for f in FIELDS if f != "num_samples")  # one text per instance
+        checked = [check_request(r, backend, limits, fields=one_each) for r in rows]
+        streams = [ClientStream(*c, limits=limits) for c in checked]
+        submit(batcher, streams)
+        texts = await until_done(request, streams)
+        preds = [{"text": t[0], "tokens": s.settings.length}
+                 for t, s in zip(texts, streams, strict=True)]  # fmt: skip
         if "instances" in body:
             return JSONResponse({"predictions": preds})
         return JSONResponse({"outputs": {k: [p[k] for p in preds] for k in ("text", "tokens")}})
@@ -246,13 +215,16 @@ def create_app(backend: Backend, *, limits: Limits | None = None, **batcher_args
         await asyncio.to_thread(batcher.stop)
 
     async def bad_request(request, exc: BadRequest):
-        return error(400, str(exc))
+        return error(exc.status, str(exc))
+
+    async def unavailable(request, exc: Unavailable):
+        return error(503, str(exc), {"Retry-After": str(RETRY_AFTER)})
 
     async def http_error(request, exc: HTTPException):
-        return error(exc.status_code, str(exc.detail))
+        return error(exc.status_code, str(exc.detail), exc.headers)
 
     async def crash(request, exc: Exception):
-        return error(500, f"internal error: {exc.__class__.__name__}")
+        return error(500, f"internal error: {exc.__class__.__name__}: {exc}"[:200])
 
     app = Starlette(
         routes=[
@@ -262,19 +234,13 @@ def create_app(backend: Backend, *, limits: Limits | None = None, **batcher_args
             Route("/v1/stream", stream, methods=["POST"]),
             Route("/v1/models/textgen:predict", predict, methods=["POST"]),
         ],
-        exception_handlers={BadRequest: bad_request, HTTPException: http_error, 500: crash},
+        exception_handlers={
+            BadRequest: bad_request,
+            Unavailable: unavailable,
+            HTTPException: http_error,
+            500: crash,
+        },
         lifespan=lifespan,
     )
     app.state.batcher = batcher
     return app
-
-
-def _columns_to_rows(inputs) -> list:
-    """TF Serving's columnar `inputs` ({name: [values]}) as a list of instances."""
-    if not isinstance(inputs, dict) or not inputs:
-        raise BadRequest("inputs must be an object of equally long lists")
-    columns = {k: v if isinstance(v, list) else [v] for k, v in inputs.items()}
-    sizes = {len(v) for v in columns.values()}
-    if len(sizes) != 1:
-        raise BadRequest("every input must have the same number of values")
-    return [{k: v[i] for k, v in columns.items()} for i in range(sizes.pop())]

@@ -112,9 +112,7 @@ class OriginConfig:
 
     run_dir: str | None = None  # the source run (train.init_from resolved); null: random init
     checkpoint: str | None = None  # the file or checkpoint prefix the weights were read from
-    weights: str | None = (
-        None  # SHA-256 prefix of the source weights (as `stop` prints)
-    )
+    weights: str | None = None  # SHA-256 prefix of the source weights (as `stop` prints)
 
 
 @dataclass(frozen=True)

@@ -215,3 +215,10 @@ def test_index_extends_a_base_tokenizer_and_rebuilds_when_it_changes(tmp_path):
             load_config(TINY, [f"train.init_from={tmp_path}", f"train.out_dir={tmp_path}"]),
             RunDir(tmp_path / "elsewhere"),
         )
+
+
+@pytest.mark.parametrize("module", ["sample", "evaluate", "export", "serve"])
+def test_the_best_checkpoint_is_the_default_and_help_says_so(module):
+    proc = run_cli(f"textgen.{module}", "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "best (the default: model.keras, the lowest val loss" in " ".join(proc.stdout.split())

@@ -53,6 +53,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from textgen.data.corpus import index_corpus
 
     cfg = load_config(args.config, args.overrides)
+    base = None
+    if cfg.train.init_from:  # a fine-tuning config: the index extends the source's tokenizer
+        from textgen.run.rundir import RunDir
+        from textgen.training.init_from import fine_tuning_plan
+
+        _, _, base = fine_tuning_plan(cfg, RunDir(cfg.train.out_dir))
     bar = index_bar()
     start = time.monotonic()
 
@@ -67,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=progress,
             force=args.force,
             on_wait=say_waiting(cfg.data.index_dir),
+            base=base,
         )
     finally:
         bar.close()

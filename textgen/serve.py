@@ -27,7 +27,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-length", type=int, default=2000, help="most tokens a request asks")
     parser.add_argument("--max-samples", type=int, default=16, help="most samples per request")
     parser.add_argument("--max-batch", type=int, default=32, help="most rows in one call")
-    parser.add_argument("--checkpoint", default="best", help="for a run dir: best, latest, path")
+    parser.add_argument(
+        "--checkpoint",
+        default="best",
+        help="for a run dir: best (the default: model.keras, the lowest val loss the run "
+        "reached), latest or RUN/checkpoints/ckpt-N",
+    )
     args = parser.parse_args(argv)
     for name in ("max_length", "max_samples", "max_batch"):
         if getattr(args, name) < 1:

@@ -222,3 +222,24 @@ def test_the_best_checkpoint_is_the_default_and_help_says_so(module):
     proc = run_cli(f"textgen.{module}", "--help")
     assert proc.returncode == 0, proc.stderr
     assert "best (the default: model.keras, the lowest val loss" in " ".join(proc.stdout.split())
+
+
+def test_a_sentencepiece_source_keeps_its_pieces(tmp_path, sp_lines, sp_tokenizer):
+    from run_fixtures import make_run
+
+    from textgen.data.tokenizers import same_vocabulary
+
+    src = make_run(tmp_path / "sp", "\n".join(sp_lines[:300]), tokenizer=sp_tokenizer, steps=5)
+    corpus = write_corpus(tmp_path, "Ünïcode the source never saw: 東京 ✓\n" * 200)
+    cfg = tiny(tmp_path, corpus, "ft", f"train.init_from={src}", "data.tokenizer=sentencepiece")
+    cfg, source, base = fine_tuning_plan(cfg, RunDir(cfg.train.out_dir))
+    index, _ = index_corpus(cfg.data, min_split_tokens=33, base=base)
+    assert same_vocabulary(index.tokenizer, source.tokenizer)
+    assert 0 not in np.asarray(index.train)  # byte fallback: nothing is unknown
+    model = build_model(cfg.model, index.vocab_size)
+    _, event = start_from(source, model, index.tokenizer)
+    assert event["new_tokens"] == []
+    ids = np.asarray(index.train)[:50]
+    np.testing.assert_allclose(
+        np.asarray(model(ids[None])), np.asarray(RunDir(src).load_model()(ids[None])), atol=1e-6
+    )

@@ -92,7 +92,8 @@ def open_source(cfg: Config) -> Source:
         run.resolve_checkpoint(checkpoint)  # no checkpoint at all: its own error
         tokenizer = run.load_tokenizer()
     except TextgenError as e:
-        raise TextgenError(f"train.init_from: {e.what}", e.where or given) from None
+        hint = " (`make pretrained` trains runs/base)" if not path.exists() else ""
+        raise TextgenError(f"train.init_from: {e.what}{hint}", e.where or given) from None
     return Source(run, checkpoint, source_cfg, tokenizer)
 
 

@@ -265,7 +265,7 @@ def test_replace_swaps_a_section():
     assert cfg.model == Config().model
 
 
-@pytest.mark.parametrize("name", ["tiny.yaml", "base.yaml", "quick.yaml"])
+@pytest.mark.parametrize("name", ["tiny.yaml", "base.yaml", "quick.yaml", "finetune.yaml"])
 def test_shipped_configs_load(name):
     path = REPO_ROOT / "configs" / name
     if not path.is_file():

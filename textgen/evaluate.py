@@ -43,7 +43,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("run_dir", help="the run dir (train.out_dir)")
     parser.add_argument("--text", help="a UTF-8 file to score (default: the val split)")
     parser.add_argument(
-        "--checkpoint", default="best", help="best, latest or RUN/checkpoints/ckpt-N"
+        "--checkpoint",
+        default="best",
+        help="best (the default: model.keras, the lowest val loss the run reached), latest or "
+        "RUN/checkpoints/ckpt-N",
     )
     parser.add_argument("--windowed", action="store_true", help="zero-state windows of maxlen")
     parser.add_argument("--dynamic", action="store_true", help="adapt the weights as it reads")

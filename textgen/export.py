@@ -23,7 +23,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("run_dir", help="the run dir (train.out_dir)")
     parser.add_argument("out_dir", help="where the SavedModel goes")
     parser.add_argument(
-        "--checkpoint", default="best", help="best, latest or RUN/checkpoints/ckpt-N"
+        "--checkpoint",
+        default="best",
+        help="best (the default: model.keras, the lowest val loss the run reached), latest or "
+        "RUN/checkpoints/ckpt-N",
     )
     parser.add_argument("--force", action="store_true", help="replace an existing export")
     args = parser.parse_args(argv)

@@ -67,6 +67,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     cfg = load_config(args.config, args.overrides)
+    base = None
+    if cfg.train.init_from:  # a fine-tuning config: the index extends the source's tokenizer
+        from textgen.run.rundir import RunDir
+        from textgen.training.init_from import fine_tuning_plan
+
+        _, _, base = fine_tuning_plan(cfg, RunDir(cfg.train.out_dir))
     bar = index_bar()
     start = time.monotonic()
 
@@ -81,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=progress,
             force=args.force,
             on_wait=say_waiting(cfg.data.index_dir),
+            base=base,
         )
     finally:
         bar.close()

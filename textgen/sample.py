@@ -44,7 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--num-samples", type=int, default=1, help="samples to draw (default 1)")
     parser.add_argument("--seed", type=int, help="the same seed gives the same text")
     parser.add_argument(
-        "--checkpoint", default="best", help="best, latest or RUN/checkpoints/ckpt-N"
+        "--checkpoint",
+        default="best",
+        help="best (the default: model.keras, the lowest val loss the run reached), latest or "
+        "RUN/checkpoints/ckpt-N",
     )
     parser.add_argument(
         "--allow-unknown",

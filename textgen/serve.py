@@ -89,7 +89,12 @@ def _arguments(argv: Sequence[str] | None):
         "--header-timeout", type=float, default=10.0,
         help="seconds to send a request's headers (slow clients are closed) (10)",
     )  # fmt: skip
-    parser.add_argument("--checkpoint", default="best", help="for a run dir: best, latest, path")
+    parser.add_argument(
+        "--checkpoint",
+        default="best",
+        help="for a run dir: best (the default: model.keras, the lowest val loss the run "
+        "reached), latest or RUN/checkpoints/ckpt-N",
+    )
     args = parser.parse_args(argv)
     for name in ("max_length", "max_samples", "max_batch", "max_queue", "max_connections"):
         if getattr(args, name) < 1:

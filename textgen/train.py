@@ -50,6 +50,11 @@ class _Printer:
         planned = f"{steps:,} steps ({budget})" if steps else f"for a {budget}"
         print(f"training {planned}, {params:,} parameters")
 
+    def on_init(self, run_dir: str, checkpoint: str, weights: str, vocab: int,
+                new_tokens: list[str]) -> None:  # fmt: skip
+        new = f"; {len(new_tokens)} new: {''.join(new_tokens)!r}" if new_tokens else ""
+        print(f"fine-tuning from {checkpoint} (weights {weights}); vocabulary {vocab}{new}")
+
     def on_budget(self, horizon: int, step: int, seconds_per_step: float, remaining_s: float):
         self.train_bar.close()
         print(f"time budget: {1 / seconds_per_step:.1f} steps/s measured; the schedule ends at "
@@ -102,6 +107,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     cfg = load_config(args.config, args.overrides)
+    if cfg.train.init_from:  # a model.* asked on the command line must match the source's
+        from textgen.run.rundir import RunDir
+        from textgen.training.init_from import check_model_overrides, model_shape_config
+
+        shaped = model_shape_config(cfg, RunDir(cfg.train.out_dir))
+        check_model_overrides(args.overrides, cfg, shaped)
     check_fits_in_memory(cfg)  # before TensorFlow loads: a model that cannot fit fails at once
     cli.quiet_tensorflow()
 

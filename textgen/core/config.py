@@ -107,6 +107,10 @@ class TrainConfig:
     # time, and no GPU was measured (docs/benchmarks.md, "Precision"); the others force a policy.
     precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
     fresh: bool = False  # true: ignore checkpoints in out_dir and start over
+    # Fine-tuning: a run dir (its best weights), or RUN/checkpoints/ckpt-N, to start from instead
+    # of random weights; null: random weights. The model shape and tokenizer come from it.
+    init_from: str | None = None
+    init_checkpoint: str = "best"  # with a run dir: best (model.keras) or latest (newest ckpt)
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,15 @@ class SampleConfig:
 
 
 @dataclass(frozen=True)
+class OriginConfig:
+    """Where a fine-tuned run's weights came from: written by the trainer, not set by hand."""
+
+    run_dir: str | None = None  # the source run (train.init_from resolved); null: random init
+    checkpoint: str | None = None  # the file or checkpoint prefix the weights were read from
+    weights: str | None = None  # SHA-256 prefix of the source weights (as `stop` prints)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole resolved configuration of a run."""
 
@@ -131,6 +144,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    origin: OriginConfig = field(default_factory=OriginConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Returns plain nested dicts (tuples as lists), ready for YAML or JSON."""
@@ -179,6 +193,8 @@ _RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "train.eval_windows": (lambda v: v >= 1, ">= 1"),
     "train.patience": (lambda v: v >= 0, ">= 0"),
     "train.steps_per_call": (lambda v: v >= 1, ">= 1"),
+    "train.init_from": (lambda v: v is None or v != "", "a run dir, a checkpoint or null"),
+    "train.init_checkpoint": (lambda v: v in ("best", "latest"), "best or latest"),
     # sample.length, temperature, top_k, top_p and epoch_temperatures: `_check_sampling`
     "sample.epoch_length": (lambda v: v >= 1, ">= 1"),
 }

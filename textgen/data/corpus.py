@@ -86,6 +86,7 @@ def index_corpus(
     force: bool = False,
     accept: IndexCheck | None = None,
     on_wait: Callable[[int | None], None] | None = None,
+    base: Tokenizer | None = None,
 ) -> tuple[Index, bool]:
     """Indexes `data_cfg.path` into `data_cfg.index_dir` unless an up-to-date index is there.
 
@@ -97,6 +98,9 @@ def index_corpus(
         accept: Called with a newly built index before it replaces the old one; raising
             refuses it (the old index stays as it was).
         on_wait: Called with the PID of the process building this index, if this one waits.
+        base: A tokenizer to extend instead of building one (fine-tuning: the source run's). A
+            char tokenizer gains the corpus's characters it lacks; a sentencepiece one is used
+            as it is (byte fallback leaves nothing unknown). Its kind must be data.tokenizer's.
 
     Returns:
         The opened index and whether it was (re)built.
@@ -113,24 +117,28 @@ def index_corpus(
     if not force:
         with index_dir_lock(index_dir).acquire(shared=True, wait=True, on_wait=on_wait):
             remove_stale_temp_dirs(index_dir)  # no build runs while a shared lock is held
-            current = _open_if_current(index_dir, sources, data_cfg, min_split_tokens)
+            current = _open_if_current(index_dir, sources, data_cfg, min_split_tokens, base)
         if current is not None:
             return current, False
     with index_dir_lock(index_dir).acquire(wait=True, on_wait=on_wait):
         remove_stale_temp_dirs(index_dir)
         current = None if force else _open_if_current(index_dir, sources, data_cfg,
-                                                      min_split_tokens)  # fmt: skip
+                                                      min_split_tokens, base)  # fmt: skip
         if current is not None:
             return current, False  # built by the process this one waited for
-        _build_in_place(data_cfg, sources, index_dir, min_split_tokens, progress, accept)
+        _build_in_place(data_cfg, sources, index_dir, min_split_tokens, progress, accept, base)
         return load_index(index_dir), True
 
 
 def _open_if_current(
-    index_dir: Path, sources: list[SourceFile], data_cfg: DataConfig, min_split_tokens: int
+    index_dir: Path,
+    sources: list[SourceFile],
+    data_cfg: DataConfig,
+    min_split_tokens: int,
+    base: Tokenizer | None = None,
 ) -> Index | None:
     """The index, opened, when it is current for these sources and settings; else None."""
-    if not _is_current(index_dir, sources, data_cfg):
+    if not _is_current(index_dir, sources, data_cfg, base):
         return None
     index = load_index(index_dir)
     _check_split_sizes(index.meta["counts"], min_split_tokens, index_dir)
@@ -144,12 +152,13 @@ def _build_in_place(
     min_split_tokens: int,
     progress: IndexProgress | None,
     accept: IndexCheck | None,
+    base: Tokenizer | None = None,
 ) -> None:
     """Builds into a temp dir, checks it, then renames it over the old index (under the lock)."""
     tmp = make_temp_dir(index_dir)
     try:
         with writing("the index", index_dir):
-            meta = _build(data_cfg, sources, tmp, progress)
+            meta = _build(data_cfg, sources, tmp, progress, base)
         _check_split_sizes(meta["counts"], min_split_tokens, data_cfg.path)
         if accept is not None:
             accept(load_index(tmp))
@@ -193,9 +202,9 @@ def read_meta(directory: Path) -> dict[str, Any]:
     return meta
 
 
-def index_settings(data_cfg: DataConfig) -> dict[str, Any]:
+def index_settings(data_cfg: DataConfig, base: Tokenizer | None = None) -> dict[str, Any]:
     """The settings that shape an index; a change in any of them means a rebuild."""
-    settings = {
+    settings: dict[str, Any] = {
         "tokenizer": data_cfg.tokenizer,
         "val_fraction": data_cfg.val_fraction,
         "encoding_errors": data_cfg.encoding_errors,
@@ -207,16 +216,22 @@ def index_settings(data_cfg: DataConfig) -> dict[str, Any]:
         }
     if data_cfg.documents != "stream":  # absent for a stream: indexes of earlier versions stay
         settings["documents"] = data_cfg.documents
+    if base is not None:  # extended from a fine-tuning source: which vocabulary it extended
+        key = base.vocabulary_key
+        key = key.encode("utf-8", "surrogatepass") if isinstance(key, str) else key
+        settings["base_vocabulary"] = hashlib.sha256(key).hexdigest()[:16]
     return settings
 
 
-def _is_current(index_dir: Path, sources: list[SourceFile], data_cfg: DataConfig) -> bool:
+def _is_current(
+    index_dir: Path, sources: list[SourceFile], data_cfg: DataConfig, base: Tokenizer | None
+) -> bool:
     """True when index_dir holds an index of exactly these sources and settings."""
     try:
         meta = read_meta(index_dir)
     except TextgenError:
         return False  # no index, or an unreadable or outdated one: build it
-    if meta.get("settings") != index_settings(data_cfg):
+    if meta.get("settings") != index_settings(data_cfg, base):
         return False
     recorded = [SourceFile(**s) for s in meta.get("sources", [])]
     if [s.path for s in recorded] != [s.path for s in sources]:
@@ -246,13 +261,17 @@ def _check_split_sizes(counts: dict[str, int], min_tokens: int, where: str | Pat
 
 
 def _build(
-    data_cfg: DataConfig, sources: list[SourceFile], out: Path, progress: IndexProgress | None
+    data_cfg: DataConfig,
+    sources: list[SourceFile],
+    out: Path,
+    progress: IndexProgress | None,
+    base: Tokenizer | None = None,
 ) -> dict[str, Any]:
     """Writes the index files into `out` (two passes over the sources) and returns the meta."""
     pin_mmap_threshold()  # chunk buffers go back to the OS: RSS does not grow with the corpus
     report = _ProgressOffset(progress, 2 * sum(s.size for s in sources))
     counter = ReplacementCounter()
-    hashed, chars, tokenizer = _scan(data_cfg, sources, counter, report)
+    hashed, chars, tokenizer = _scan(data_cfg, sources, counter, report, base)
 
     # Pass 2: encode and append ids to train.npy; the tail becomes val.npy afterwards.
     train_path = out / "train.npy"
@@ -282,7 +301,7 @@ def _build(
     meta = {
         "format_version": FORMAT_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "settings": index_settings(data_cfg),
+        "settings": index_settings(data_cfg, base),
         "tokenizer": {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size},
         "sources": [asdict(s) for s in hashed],
         "counts": {
@@ -305,10 +324,14 @@ def _scan(
     sources: list[SourceFile],
     counter: ReplacementCounter,
     report: _ProgressOffset,
+    base: Tokenizer | None = None,
 ) -> tuple[list[SourceFile], int, Tokenizer]:
     """Pass 1: hashes and validates the sources and builds the tokenizer from what it saw."""
     seen = np.zeros(0x110000, dtype=bool)  # code points present in the corpus
-    sampler = _LineSampler(data_cfg.sp_sample_lines) if data_cfg.tokenizer != "char" else None
+    if isinstance(base, CharTokenizer):
+        mark_code_points(seen, base.chars)  # the base's characters stay, new ones join them
+    sampling = data_cfg.tokenizer != "char" and base is None  # a given sentencepiece stays
+    sampler = _LineSampler(data_cfg.sp_sample_lines) if sampling else None
     hashed, chars = [], 0
     for src in sources:
         digest = hashlib.sha256()
@@ -317,7 +340,7 @@ def _scan(
         ):
             if sampler is not None:
                 sampler.add(text)
-            else:
+            elif data_cfg.tokenizer == "char":
                 mark_code_points(seen, text)
             chars += len(text)
             report(done)
@@ -328,8 +351,10 @@ def _scan(
     if chars == 0:
         raise TextgenError("the corpus is empty", data_cfg.path)
     end_of_text = data_cfg.documents != "stream"
-    if sampler is None:
+    if data_cfg.tokenizer == "char":
         return hashed, chars, CharTokenizer.from_code_point_mask(seen, end_of_text=end_of_text)
+    if sampler is None:
+        return hashed, chars, base
     tokenizer = SentencePieceTokenizer.train(
         sampler.lines, vocab_size=data_cfg.sp_vocab_size, model_type=data_cfg.sp_model_type,
         end_of_text=end_of_text,

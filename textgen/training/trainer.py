@@ -11,7 +11,6 @@ have seen. Only the entry point prints: progress reaches it through `on_event(ki
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import shutil
 import signal
@@ -19,7 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from textgen.run.rundir import RunDir
 from textgen.training.budget import TimeBudget
 from textgen.training.curves import CurvesPainter, write_scalars
 from textgen.training.distribute import agree_on_stop, is_chief, make_strategy
+from textgen.training.init_from import fine_tuning_plan, start_from, weights_fingerprint
 from textgen.training.resume import check_resumable, resume_guard
 from textgen.training.session import TrainSession
 
@@ -108,12 +108,14 @@ def train(
     pin_mmap_threshold()  # batch buffers go back to the OS: RSS stays flat over a long run
     run = RunDir(cfg.train.out_dir)
     run.check_usable()  # fail before indexing, but create nothing until the inputs are known good
+    cfg, source, base = fine_tuning_plan(cfg, run)  # train.init_from, or nothing to do
     check_fits_in_memory(cfg)  # a model that cannot fit is refused before anything is built
     index, built = index_corpus(
         cfg.data,
         min_split_tokens=cfg.windows.maxlen + 1,
         progress=lambda done, total: emit("index", done=done, total=total),
         accept=resume_guard(run, cfg),  # a vocabulary the run cannot resume on: old index stays
+        base=base,
     )
     emit("indexed", index=index, built=built)
     data = DataPlan(cfg, index)  # before TensorFlow: a bad batch size fails at once, alone
@@ -139,6 +141,12 @@ def train(
         counters = restored.value
         for damaged in restored.damaged:
             emit("warning", message=f"{damaged.describe()}; resuming from {restored.path}")
+        if source is not None and restored.path is None:  # a new fine-tuned run: copy weights
+            origin, event = start_from(source, session.model, index.tokenizer)
+            cfg = session.cfg = cfg.replace(origin=origin)
+            for message in event.pop("passed"):
+                emit("warning", message=f"train.init_from: {message}")
+            emit("init", **event)
         if chief:  # logs cut back to the checkpoint; config, tokenizer, corpus record
             run.start_writing(cfg, index, step=counters.step)
         loop = _Loop(session, run, emit, chief=chief)
@@ -173,6 +181,8 @@ class _Loop:
         self.budget: TimeBudget | None = None  # set when the loop starts, if train.max_time is
         self.spent_before = 0.0  # seconds trained by earlier invocations of the run
         self.generator = None  # the sampler, built at the first epoch end
+        # A fine-tuned run's first metrics record says where its weights came from.
+        self.origin_pending = bool(self.cfg.origin.run_dir) and not run.read_metrics()
 
     def describe_budget(self) -> str:
         """What bounds the run, as the progress line says it."""
@@ -332,6 +342,8 @@ class _Loop:
             counters.best_val_loss, counters.bad_evals = score.nats_per_token, 0
         elif not final:
             counters.bad_evals += 1
+        if self.origin_pending:
+            record, self.origin_pending = {"origin": asdict(self.cfg.origin), **record}, False
         if self.chief:
             self.run_dir.append_metrics(record)
             if improved or not self.run_dir.best_model.exists():
@@ -360,14 +372,6 @@ class _Loop:
             lines.append(f"--- temperature {temperature}\n{sc.prompt}{text}")
             self.emit("sample", temperature=temperature, text=sc.prompt + text)
         self.run_dir.append_samples("\n".join(lines) + "\n\n")
-
-
-def weights_fingerprint(model) -> str:
-    """A short SHA-256 of every weight's bytes: equal on workers and on reproduced runs."""
-    digest = hashlib.sha256()
-    for weight in model.get_weights():
-        digest.update(weight.tobytes())
-    return digest.hexdigest()[:16]
 
 
 class _Clock:

@@ -10,8 +10,10 @@ the old one. Queries memory-map both files and binary-search them, so they touch
 each, never the whole array (a 100 MB corpus does not need its 400 MB array in memory).
 
 `report(text)` gives, per sample: the longest run of its tokens that occurs verbatim in the
-training split (length, offset there, the text), the share of its `NGRAM`-token n-grams found
-there, and for a documents index whether the whole sample is one of the training documents.
+training split (length, offset there, the text, and where it lies in the sample), the share of
+its `NGRAM`-token n-grams found there, the stretches of the sample covered by copies of at least
+`NGRAM` tokens (what the server's page marks), and for a documents index whether the whole
+sample is one of the training documents.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class NoveltyIndex:
         self._sa = _map(self._sa_file)
         self._sa_code = "<i" if self._sa_item == 4 else "<q"
         self.eot = index.tokenizer.end_of_text_id
+        self._char_lengths = index.tokenizer.token_char_lengths()  # (vocab,) chars per id
 
     @classmethod
     def open(cls, index) -> NoveltyIndex:
@@ -141,8 +144,11 @@ class NoveltyIndex:
             `longest` (tokens of the longest span found verbatim), `longest_at` (its token
             offset in the training split), `longest_text`, `ngram` (the n-gram size),
             `ngrams_found` (the share of the sample's n-grams found there; a sample shorter
-            than an n-gram counts as one, itself), and for a documents index
-            `in_training` (whether the whole sample is a training document).
+            than an n-gram counts as one, itself), `longest_span` ([start, end) of the longest
+            span in the sample, in characters), `copied_spans` (the [start, end) character
+            ranges of the sample covered by spans of at least `ngram` tokens found verbatim,
+            overlapping ones merged), and for a documents index `in_training` (whether the
+            whole sample is a training document).
         """
         ids = np.asarray(self.index.tokenizer.encode(text), np.int64)  # (tokens,)
         stored = self._encode(ids)
@@ -159,12 +165,15 @@ class NoveltyIndex:
         n = min(NGRAM, len(ids))
         starts = max(len(ids) - n + 1, 0)
         found = float(np.mean(lengths[:starts] >= n)) if starts and n else 0.0
+        chars = np.concatenate([[0], np.cumsum(self._char_lengths[ids])]).astype(np.int64)
         out = {
             "longest": best,
             "longest_at": best_at,
             "longest_text": self.index.tokenizer.decode(ids[best_start : best_start + best]),
+            "longest_span": [int(chars[best_start]), int(chars[best_start + best])],
             "ngram": NGRAM,
             "ngrams_found": round(found, 4),
+            "copied_spans": [[int(chars[a]), int(chars[b])] for a, b in _spans(lengths, NGRAM)],
         }
         if self.eot is not None:
             out["in_training"] = self._is_document(ids)
@@ -177,6 +186,19 @@ class NoveltyIndex:
             return True
         first = np.concatenate([ids, eot])  # the first document has no end-of-text before it
         return self._bytes(0, len(first)) == self._encode(first)
+
+
+def _spans(lengths: np.ndarray, shortest: int) -> list[tuple[int, int]]:
+    """Token ranges covered by matches of at least `shortest` tokens (`lengths[i]`: the match
+    starting at token i), overlapping or touching ones merged."""
+    spans: list[tuple[int, int]] = []
+    for start in np.flatnonzero(lengths >= shortest):
+        end = int(start + lengths[start])
+        if spans and start <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], end))
+        else:
+            spans.append((int(start), end))
+    return spans
 
 
 def _map(f) -> mmap.mmap | None:

@@ -99,23 +99,6 @@ def generator(small_run: Path) -> Generator:
     return Generator.from_run(small_run)
 
 
-NAMES = "\n".join(["Ada", "Bert", "Cleo", "Dara", "Emil", "Faye", "Gus", "Hana"] * 40) + "\n"
-
-
-@pytest.fixture(scope="module")
-def docs_run(tmp_path_factory) -> Path:
-    """A lines run trained on a short list of names (an end-of-text token in its vocabulary)."""
-    path = tmp_path_factory.mktemp("docs") / "run"
-    return make_run(path, NAMES, index=True, steps=200, overrides=("data.documents=lines",))
-
-
-@pytest.fixture(scope="module")
-def docs_export(docs_run: Path, tmp_path_factory) -> Path:
-    from textgen.serving.export import export
-
-    return export(docs_run, tmp_path_factory.mktemp("docs_export") / "model")
-
-
 @pytest.fixture(scope="module")
 def docs_generator(docs_run: Path) -> Generator:
     return Generator.from_run(docs_run)

@@ -52,7 +52,7 @@ _DIR = "novelty"
 _VERSION = 2  # 2: prefix-free codes by frequency, raw sa.bin of byte offsets (1: big-endian ids)
 _SLICE = 1 << 22  # ids encoded / array entries compacted per step: 16-32 MB of temporaries
 _BLOCK_BITS = 4096  # bytes of `starts.bits` per entry of `blocks.npy`: 32 KiB of text, ~1 ms
-_POPCOUNT = np.array([bin(b).count("1") for b in range(256)], np.int64)  # (256,) set bits
+_POPCOUNT = np.array([bin(b).count("1") for b in range(256)], np.uint8)  # (256,) set bits
 
 
 def _single_codes(used: int, where: Path) -> int | None:
@@ -177,9 +177,9 @@ class NoveltyIndex:
         if self._bits is None:
             return at
         block, byte = at // (8 * _BLOCK_BITS), at >> 3
-        before = _POPCOUNT[self._bits[block * _BLOCK_BITS : byte]].sum()
+        before = int(_POPCOUNT[self._bits[block * _BLOCK_BITS : byte]].sum(dtype=np.int64))
         partial = int(self._bits[byte]) & ((1 << (at & 7)) - 1) if byte < len(self._bits) else 0
-        return int(self._blocks[block] + before + _POPCOUNT[partial])
+        return int(self._blocks[block]) + before + int(_POPCOUNT[partial])
 
     def contains(self, ids: np.ndarray) -> bool:
         """Whether the ids occur verbatim in the training split."""
@@ -344,7 +344,8 @@ def _write_text(tmp: Path, index, rank: np.ndarray, single: int | None) -> int:
         (tmp / "starts.bits").unlink()
         return size
     packed = np.fromfile(tmp / "starts.bits", np.uint8)  # (bytes / 8,)
-    per_block = np.add.reduceat(_POPCOUNT[packed], np.arange(0, len(packed), _BLOCK_BITS))
+    blocks = np.arange(0, len(packed), _BLOCK_BITS)  # (blocks,)
+    per_block = np.add.reduceat(_POPCOUNT[packed], blocks, dtype=np.int64)  # (blocks,)
     np.save(tmp / "blocks.npy", np.concatenate([[0], np.cumsum(per_block)]))  # (blocks + 1,)
     return size
 

@@ -73,6 +73,17 @@ def test_a_longer_copy_starting_inside_a_shorter_one_is_found(tmp_path: Path) ->
     novelty.close()
 
 
+@pytest.mark.parametrize("vocab", ["abc", "".join(chr(0x4E00 + i) for i in range(300))])
+def test_samples_at_the_ends_of_the_training_text(tmp_path: Path, vocab: str) -> None:
+    rng = np.random.default_rng(7)
+    novelty, train = _open(tmp_path, _random_text(rng, vocab, 2000))
+    new = _random_text(rng, vocab, 30)
+    for sample in (train[-3:], train[-12:] + new, train[-40:] + new, train[:5], new + train[:30]):
+        _check(novelty, train, sample)
+    assert novelty.report(train[-25:])["longest_at"] == len(train) - 25
+    novelty.close()
+
+
 def test_ids_not_in_the_training_split_break_matches(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     body = _random_text(rng, "abcdef", 2700) + "Z" + _random_text(rng, "abcdef", 299)  # Z: val
@@ -110,3 +121,20 @@ def test_more_ids_than_two_byte_codes_hold_use_three_bytes(tmp_path: Path) -> No
         sample = "".join(rng.choice(letters, size=20)) + train[start : start + 40]
         _check(novelty, train, sample)
     novelty.close()
+
+
+def test_a_build_in_many_slices_writes_the_same_files(tmp_path: Path, monkeypatch) -> None:
+    from textgen.data import novelty as module
+
+    rng = np.random.default_rng(6)
+    letters = "".join(chr(0x4E00 + i) for i in range(400))
+    p = 1 / np.arange(1, 401)
+    body = _random_text(rng, letters, 5000, p=p / p.sum())
+    whole, _ = _open(tmp_path / "whole", body)
+    monkeypatch.setattr(module, "_SLICE", 333)  # odd: bit flags carried across slices
+    sliced, train = _open(tmp_path / "sliced", body)
+    for name in ("text.bin", "sa.bin", "starts.bits", "blocks.npy", "rank.npy", "meta.json"):
+        assert (whole.directory / name).read_bytes() == (sliced.directory / name).read_bytes()
+    _check(sliced, train, train[1000:1100] + train[20:60])
+    whole.close()
+    sliced.close()

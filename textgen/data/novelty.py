@@ -52,6 +52,8 @@ _DIR = "novelty"
 _VERSION = 2  # 2: prefix-free codes by frequency, raw sa.bin of byte offsets (1: big-endian ids)
 _SLICE = 1 << 22  # ids encoded / array entries compacted per step: 16-32 MB of temporaries
 _BLOCK_BITS = 4096  # bytes of `starts.bits` per entry of `blocks.npy`: 32 KiB of text, ~1 ms
+_KEY = 16  # bytes per pattern compared at once in the vectorised search: most new text's
+# matches are shorter (a 500-char sample's median is ~7), so few positions need `_search`
 _POPCOUNT = np.array([bin(b).count("1") for b in range(256)], np.uint8)  # (256,) set bits
 
 
@@ -109,6 +111,8 @@ class NoveltyIndex:
         self.text, self._sa = (_map(f) for f in self._files)  # (bytes,) and (tokens * item,)
         code = "i" if meta["sa_item"] == 4 else "q"
         self._sa_view = memoryview(self._sa).cast(code) if self._sa is not None else ()
+        self._sa_ids = np.frombuffer(self._sa_view, f"<{code}")  # (tokens,) the same, for numpy
+        self._text_ids = np.frombuffer(self.text or b"", np.uint8)  # (bytes,)
         self._bits = self._blocks = None
         if (self.directory / "starts.bits").is_file():  # multi-byte codes
             self._bits = np.fromfile(self.directory / "starts.bits", np.uint8)  # (bytes / 8,)
@@ -141,6 +145,7 @@ class NoveltyIndex:
 
     def close(self) -> None:
         """Unmaps the files."""
+        self._sa_ids = self._text_ids = None  # numpy's views of the maps go first
         if isinstance(self._sa_view, memoryview):
             self._sa_view.release()
         for m in (self.text, self._sa):
@@ -171,6 +176,54 @@ class NoveltyIndex:
                 at = sa[rank]
                 best = max(best, (_common(pattern, text[at : at + n]), at))
         return best
+
+    def _window(self, at: np.ndarray) -> np.ndarray:
+        """(positions, _KEY) bytes of the text from each offset, zeros past its end."""
+        where = at[:, None] + np.arange(_KEY)  # (positions, _KEY)
+        size = len(self._text_ids)
+        if len(at) == 0 or at.max() <= size - _KEY:
+            return self._text_ids[where]  # (positions, _KEY)
+        out = self._text_ids[np.minimum(where, size - 1)]  # (positions, _KEY)
+        out[where >= size] = 0
+        return out
+
+    def _key_search(self, coded: np.ndarray, begin: np.ndarray, end: np.ndarray):
+        """`_search` of every `coded[begin:end]` at once, on the first `_KEY` bytes of each.
+
+        Suffixes and patterns compare as their first `_KEY` bytes, zero-padded; that order
+        agrees with the true one except between equal keys, so a pattern settles unless some
+        suffix shares its key (a match of `_KEY` bytes, or a short pattern followed by zeros).
+
+        Returns:
+            (bytes matched, byte offset, settled), each (positions,).
+        """
+        count = len(self._sa_ids)
+        if count == 0:  # an empty training split: nothing matches
+            return np.zeros(len(begin), np.int64), np.zeros(len(begin), np.int64), begin >= 0
+        where = begin[:, None] + np.arange(_KEY)  # (positions, _KEY)
+        pattern = coded[np.minimum(where, max(len(coded) - 1, 0))] if len(coded) else where * 0
+        pattern = np.where(where < end[:, None], pattern, 0).astype(np.uint8)  # (positions, _KEY)
+        keys = pattern.view(">u8")  # (positions, _KEY / 8)
+        lo, hi = np.zeros(len(begin), np.int64), np.full(len(begin), count)
+        while np.any(lo < hi):  # the first suffix whose key >= the pattern's
+            mid = (lo + hi) >> 1  # (positions,)
+            less = _less(self._window(self._sa_ids[np.minimum(mid, count - 1)]).view(">u8"), keys)
+            lo, hi = (
+                np.where((lo < hi) & less, mid + 1, lo),
+                np.where(less, hi, np.minimum(mid, hi)),
+            )
+        best, best_at = np.full(len(begin), -1), np.zeros(len(begin), np.int64)
+        for rank in (lo - 1, lo):
+            ok = (rank >= 0) & (rank < count)  # (positions,)
+            at = self._sa_ids[np.clip(rank, 0, count - 1)].astype(np.int64)
+            differ = self._window(at) != pattern  # (positions, _KEY)
+            same = np.where(differ.any(axis=1), differ.argmax(axis=1), _KEY)
+            got = np.where(ok, np.minimum(same, np.minimum(end - begin, len(self.text) - at)), -1)
+            take = (got > best) | (got == best) & (at > best_at)  # `_search`'s tie: the later
+            best, best_at = np.where(take, got, best), np.where(take, at, best_at)
+        top = self._window(self._sa_ids[np.minimum(lo, count - 1)].astype(np.int64))
+        shared = (lo < count) & np.all(top == pattern, axis=1)  # a suffix has the same key
+        return np.maximum(best, 0), best_at, ~shared
 
     def _token_offset(self, at: int) -> int:
         """The token offset of the id whose code starts at byte `at` of `text.bin`."""
@@ -226,6 +279,11 @@ class NoveltyIndex:
         stop = np.append(breaks, len(ids))[np.searchsorted(breaks, np.arange(len(ids)))]
         stop = np.minimum(stop, np.arange(len(ids)) + MAX_MATCH).tolist()  # (tokens,) exclusive
         coded, offsets = self._encode(ids)  # unknown ids have no bytes: never in a pattern
+        begin, end = np.array(offsets[:-1], np.int64), np.array(offsets, np.int64)[stop]
+        got, at, settled = self._key_search(np.frombuffer(coded, np.uint8), begin, end)
+        known_at = np.minimum(np.searchsorted(offsets, begin + got, "right") - 1, stop)
+        known_len = (known_at - np.arange(len(ids))).tolist()  # (tokens,) where settled
+        at, settled = at.tolist(), settled.tolist()
         lengths = [0] * len(ids)
         best, best_start, best_at, lower = 0, 0, 0, 0
         for i in range(len(ids)):
@@ -233,10 +291,14 @@ class NoveltyIndex:
             if (lower >= n or i >= starts) and upper <= best:
                 lengths[i] = lower  # its n-gram is found, and it cannot be the longest
             elif upper > 0:
-                got, at = self._search(coded[offsets[i] : offsets[stop[i]]])
-                lengths[i] = bisect.bisect_right(offsets, offsets[i] + got, i, stop[i] + 1) - 1 - i
+                if settled[i]:
+                    lengths[i], found_at = known_len[i], at[i]
+                else:
+                    got_i, found_at = self._search(coded[offsets[i] : offsets[stop[i]]])
+                    lengths[i] = bisect.bisect_right(offsets, offsets[i] + got_i, i, stop[i] + 1)
+                    lengths[i] -= 1 + i
                 if lengths[i] > best:
-                    best, best_start, best_at = lengths[i], i, at
+                    best, best_start, best_at = lengths[i], i, found_at
             lower = max(lengths[i] - 1, 0)  # the match at i, less its first token, starts at i+1
         return np.array(lengths, np.int64), best_start, best_at
 
@@ -250,6 +312,11 @@ class NoveltyIndex:
             return False
         coded, _ = self._encode(first)
         return self.text[: len(coded)] == coded
+
+
+def _less(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise a < b of (rows, 2) big-endian words compared in order."""
+    return (a[:, 0] < b[:, 0]) | (a[:, 0] == b[:, 0]) & (a[:, 1] < b[:, 1])
 
 
 def _common(a: bytes, b: bytes) -> int:

@@ -1,32 +1,24 @@
 """Is a sample copied from the training text? A suffix array of the training split, on disk.
 
-`NoveltyIndex.build` writes `INDEX/novelty/`:
-
-- `text.bin`: the training split, each id as a prefix-free byte code. Ids are ranked by how
-  often they occur there; with at most 256 ids in use each is one byte, otherwise the most
-  frequent `single` ids get one byte and the rest an escape byte plus one (up to 65,281 ids;
-  past that every id is 3 bytes). A 100 MB char corpus of 446 symbols is ~100 MB, not 200 MB.
-- `sa.bin`: its suffix array, the byte offsets of the suffixes that start at an id, in byte
-  order (little-endian int32; int64 past 2^31 bytes). libdivsufsort (from `pydivsufsort`'s
-  wheel, called directly so that it sorts the memory-mapped text straight into the memory-mapped
-  output file) sorts all byte suffixes; the ones inside a code are then dropped in place, in
-  slices.
-- `rank.npy` (each id's frequency rank, -1 for ids not in the split), and with multi-byte codes
-  `starts.bits` (one bit per byte: an id starts there) and `blocks.npy` (ids before every
-  32 KiB of text), which turn a byte offset back into a token offset.
-
-Peak memory of the build is the text plus 4 bytes per byte of it (~500 MB for 100 MB of text),
-all of it pages of the two files. It is built once, on first use, under the index dir's lock; a
-rebuilt index is a new dir, so the array goes with the old one. Queries memory-map the files and
-binary-search them, touching a few pages of each, never the whole array.
+`build` writes `INDEX/novelty/`: `text.bin`, the training split with each id as a prefix-free
+byte code (ids ranked by frequency; up to 256 ids in use, 1 byte each, else the commonest
+`single` get 1 byte and the rest an escape byte plus one, or 3 bytes each past 65,281 ids: a
+100 MB char corpus of 446 symbols stays ~100 MB); `sa.bin`, the byte offsets of its suffixes
+that start at an id, in byte order (int32; int64 past 2^31 bytes), sorted by libdivsufsort
+(pydivsufsort's wheel, called directly from the memory-mapped text straight into the
+memory-mapped output) and compacted in place, in slices, to the suffixes at an id; `rank.npy`;
+and with multi-byte codes `starts.bits` (a bit per byte: an id starts there) and `blocks.npy`
+(ids before each 32 KiB), which turn a byte offset back into a token offset. Peak memory: the
+text plus 4 bytes per byte of it (~500 MB for 100 MB), pages of the two files. Built once, on
+first use, under the index dir's lock; a rebuilt index is a new dir, without the old array.
 
 `report(text)` gives, per sample: the longest run of its tokens that occurs verbatim in the
 training split (length, offset there, the text), the share of its `NGRAM`-token n-grams found
 there, and for a documents index whether the whole sample is one of the training documents.
-The longest match starting at each token is found by one binary search, except where matching
-statistics make it unnecessary: the match at i is at least the one at i-1 less its first token,
-so a position whose match is known to cover its n-gram and that cannot beat the longest so far
-(a copied sample's first search finds it whole) is not searched.
+All positions are binary-searched at once (numpy, on 16-byte keys, through memory maps: a few
+pages of each file per query); matching statistics skip the rest: the match at i is at least
+the one at i-1 less a token, so a position whose n-gram is known found and that cannot beat
+the longest so far (in a copied sample, every one after the first) needs no search.
 """
 
 from __future__ import annotations
@@ -208,10 +200,8 @@ class NoveltyIndex:
         while np.any(lo < hi):  # the first suffix whose key >= the pattern's
             mid = (lo + hi) >> 1  # (positions,)
             less = _less(self._window(self._sa_ids[np.minimum(mid, count - 1)]).view(">u8"), keys)
-            lo, hi = (
-                np.where((lo < hi) & less, mid + 1, lo),
-                np.where(less, hi, np.minimum(mid, hi)),
-            )
+            up = (lo < hi) & less  # (positions,) the pattern is past `mid`
+            lo, hi = np.where(up, mid + 1, lo), np.where(less, hi, np.minimum(mid, hi))
         best, best_at = np.full(len(begin), -1), np.zeros(len(begin), np.int64)
         for rank in (lo - 1, lo):
             ok = (rank >= 0) & (rank < count)  # (positions,)
@@ -291,14 +281,13 @@ class NoveltyIndex:
             if (lower >= n or i >= starts) and upper <= best:
                 lengths[i] = lower  # its n-gram is found, and it cannot be the longest
             elif upper > 0:
-                if settled[i]:
-                    lengths[i], found_at = known_len[i], at[i]
-                else:
-                    got_i, found_at = self._search(coded[offsets[i] : offsets[stop[i]]])
+                lengths[i] = known_len[i]
+                if not settled[i]:  # a suffix shares its first _KEY bytes: search the bytes
+                    got_i, at[i] = self._search(coded[offsets[i] : offsets[stop[i]]])
                     lengths[i] = bisect.bisect_right(offsets, offsets[i] + got_i, i, stop[i] + 1)
                     lengths[i] -= 1 + i
                 if lengths[i] > best:
-                    best, best_start, best_at = lengths[i], i, found_at
+                    best, best_start, best_at = lengths[i], i, at[i]
             lower = max(lengths[i] - 1, 0)  # the match at i, less its first token, starts at i+1
         return np.array(lengths, np.int64), best_start, best_at
 
@@ -427,11 +416,8 @@ def _sort(tmp: Path, size: int, item: int) -> None:
         return
     text = np.memmap(tmp / "text.bin", np.uint8, "r", shape=(size,))  # (bytes,)
     sa = np.memmap(tmp / "sa.bin", f"<i{item}", "r+", shape=(size,))  # (bytes,)
-    sort, count = (
-        (libdivsufsort.divsufsort, ctypes.c_int32)
-        if item == 4
-        else (libdivsufsort64.divsufsort64, ctypes.c_int64)
-    )
+    sort = libdivsufsort.divsufsort if item == 4 else libdivsufsort64.divsufsort64
+    count = ctypes.c_int32 if item == 4 else ctypes.c_int64
     status = sort(ctypes.c_void_p(text.ctypes.data), ctypes.c_void_p(sa.ctypes.data), count(size))
     sa.flush()
     del text, sa

@@ -133,8 +133,31 @@ def test_a_build_in_many_slices_writes_the_same_files(tmp_path: Path, monkeypatc
     whole, _ = _open(tmp_path / "whole", body)
     monkeypatch.setattr(module, "_SLICE", 333)  # odd: bit flags carried across slices
     sliced, train = _open(tmp_path / "sliced", body)
-    for name in ("text.bin", "sa.bin", "starts.bits", "blocks.npy", "rank.npy", "meta.json"):
+    for name in (
+        "text.bin",
+        "sa.bin",
+        "starts.bits",
+        "blocks.npy",
+        "rank.npy",
+        "sample.npy",
+        "meta.json",
+    ):
         assert (whole.directory / name).read_bytes() == (sliced.directory / name).read_bytes()
     _check(sliced, train, train[1000:1100] + train[20:60])
     whole.close()
     sliced.close()
+
+
+@pytest.mark.parametrize("every", [1, 2, 3])
+def test_a_dense_key_sample_narrows_every_search_correctly(
+    tmp_path: Path, monkeypatch, every: int
+) -> None:
+    from textgen.data import novelty as module
+
+    monkeypatch.setattr(module, "_SAMPLE", every)  # each search starts between sampled keys
+    rng = np.random.default_rng(8)
+    novelty, train = _open(tmp_path, _random_text(rng, "abcd", 1500))
+    for _ in range(6):
+        at = int(rng.integers(0, len(train) - 40))
+        _check(novelty, train, _random_text(rng, "abcd", 30) + train[at : at + 40])
+    novelty.close()

@@ -46,6 +46,7 @@ _SLICE = 1 << 22  # ids encoded / array entries compacted per step: 16-32 MB of 
 _BLOCK_BITS = 4096  # bytes of `starts.bits` per entry of `blocks.npy`: 32 KiB of text, ~1 ms
 _KEY = 16  # bytes per pattern compared at once in the vectorised search: most new text's
 # matches are shorter (a 500-char sample's median is ~7), so few positions need `_search`
+_SAMPLE = 256  # suffixes per key in `sample.npy` (6 MB for 100 MB): 8 rounds left on the maps
 _POPCOUNT = np.array([bin(b).count("1") for b in range(256)], np.uint8)  # (256,) set bits
 
 
@@ -105,6 +106,7 @@ class NoveltyIndex:
         self._sa_view = memoryview(self._sa).cast(code) if self._sa is not None else ()
         self._sa_ids = np.frombuffer(self._sa_view, f"<{code}")  # (tokens,) the same, for numpy
         self._text_ids = np.frombuffer(self.text or b"", np.uint8)  # (bytes,)
+        self._sample = np.load(self.directory / "sample.npy")  # (tokens / _SAMPLE,) S16 keys
         self._bits = self._blocks = None
         if (self.directory / "starts.bits").is_file():  # multi-byte codes
             self._bits = np.fromfile(self.directory / "starts.bits", np.uint8)  # (bytes / 8,)
@@ -169,16 +171,6 @@ class NoveltyIndex:
                 best = max(best, (_common(pattern, text[at : at + n]), at))
         return best
 
-    def _window(self, at: np.ndarray) -> np.ndarray:
-        """(positions, _KEY) bytes of the text from each offset, zeros past its end."""
-        where = at[:, None] + np.arange(_KEY)  # (positions, _KEY)
-        size = len(self._text_ids)
-        if len(at) == 0 or at.max() <= size - _KEY:
-            return self._text_ids[where]  # (positions, _KEY)
-        out = self._text_ids[np.minimum(where, size - 1)]  # (positions, _KEY)
-        out[where >= size] = 0
-        return out
-
     def _key_search(self, coded: np.ndarray, begin: np.ndarray, end: np.ndarray):
         """`_search` of every `coded[begin:end]` at once, on the first `_KEY` bytes of each.
 
@@ -195,23 +187,25 @@ class NoveltyIndex:
         where = begin[:, None] + np.arange(_KEY)  # (positions, _KEY)
         pattern = coded[np.minimum(where, max(len(coded) - 1, 0))] if len(coded) else where * 0
         pattern = np.where(where < end[:, None], pattern, 0).astype(np.uint8)  # (positions, _KEY)
-        keys = pattern.view(">u8")  # (positions, _KEY / 8)
-        lo, hi = np.zeros(len(begin), np.int64), np.full(len(begin), count)
+        keys = pattern.view(f"S{_KEY}")[:, 0]  # (positions,) byte strings compare as memcmp
+        after = np.searchsorted(self._sample, keys)  # (positions,) first sampled key >= it
+        lo = np.maximum((after - 1) * _SAMPLE + 1, 0)  # past the sampled suffix below it
+        hi = np.minimum(after * _SAMPLE, count)  # (positions,) at most the one above it
         while np.any(lo < hi):  # the first suffix whose key >= the pattern's
             mid = (lo + hi) >> 1  # (positions,)
-            less = _less(self._window(self._sa_ids[np.minimum(mid, count - 1)]).view(">u8"), keys)
+            less = _keys(self._text_ids, self._sa_ids[np.minimum(mid, count - 1)]) < keys
             up = (lo < hi) & less  # (positions,) the pattern is past `mid`
             lo, hi = np.where(up, mid + 1, lo), np.where(less, hi, np.minimum(mid, hi))
         best, best_at = np.full(len(begin), -1), np.zeros(len(begin), np.int64)
         for rank in (lo - 1, lo):
             ok = (rank >= 0) & (rank < count)  # (positions,)
             at = self._sa_ids[np.clip(rank, 0, count - 1)].astype(np.int64)
-            differ = self._window(at) != pattern  # (positions, _KEY)
+            differ = _window(self._text_ids, at) != pattern  # (positions, _KEY)
             same = np.where(differ.any(axis=1), differ.argmax(axis=1), _KEY)
             got = np.where(ok, np.minimum(same, np.minimum(end - begin, len(self.text) - at)), -1)
             take = (got > best) | (got == best) & (at > best_at)  # `_search`'s tie: the later
             best, best_at = np.where(take, got, best), np.where(take, at, best_at)
-        top = self._window(self._sa_ids[np.minimum(lo, count - 1)].astype(np.int64))
+        top = _window(self._text_ids, self._sa_ids[np.minimum(lo, count - 1)].astype(np.int64))
         shared = (lo < count) & np.all(top == pattern, axis=1)  # a suffix has the same key
         return np.maximum(best, 0), best_at, ~shared
 
@@ -303,9 +297,19 @@ class NoveltyIndex:
         return self.text[: len(coded)] == coded
 
 
-def _less(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise a < b of (rows, 2) big-endian words compared in order."""
-    return (a[:, 0] < b[:, 0]) | (a[:, 0] == b[:, 0]) & (a[:, 1] < b[:, 1])
+def _window(text: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """(positions, _KEY) bytes of the text from each offset, zeros past its end."""
+    where = at[:, None] + np.arange(_KEY)  # (positions, _KEY)
+    if len(at) == 0 or at.max() <= len(text) - _KEY:
+        return text[where]  # (positions, _KEY)
+    out = text[np.minimum(where, len(text) - 1)]  # (positions, _KEY)
+    out[where >= len(text)] = 0
+    return out
+
+
+def _keys(text: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """(positions,) `_KEY`-byte strings of the text from each offset (zero-padded)."""
+    return _window(text, at).view(f"S{_KEY}")[:, 0]
 
 
 def _common(a: bytes, b: bytes) -> int:
@@ -373,8 +377,7 @@ def _build_into(tmp: Path, index) -> dict:
     size = _write_text(tmp, index, rank, single)
     item = 4 if size < 1 << 31 else 8
     _sort(tmp, size, item)
-    if (tmp / "starts.bits").is_file():
-        _keep_token_starts(tmp, size, item)
+    _compact_and_sample(tmp, size, item)
     return {"version": _VERSION, "tokens": tokens, "bytes": size, "single": single, "sa_item": item}
 
 
@@ -425,17 +428,21 @@ def _sort(tmp: Path, size: int, item: int) -> None:
         raise TextgenError(f"libdivsufsort failed ({status})", str(tmp))
 
 
-def _keep_token_starts(tmp: Path, size: int, item: int) -> None:
-    """Drops the suffixes that start inside a code from `sa.bin`, in place, in slices."""
-    bits = np.fromfile(tmp / "starts.bits", np.uint8)  # (bytes / 8,)
-    kept = 0
+def _compact_and_sample(tmp: Path, size: int, item: int) -> None:
+    """Drops the suffixes inside a code from `sa.bin` (in place, in slices); `sample.npy`."""
+    bits = np.fromfile(tmp / "starts.bits", np.uint8) if (tmp / "starts.bits").is_file() else None
+    text = np.memmap(tmp / "text.bin", np.uint8, "r") if size else None  # (bytes,)
+    kept, sample = 0, [np.zeros(0, f"S{_KEY}")]
     with open(tmp / "sa.bin", "r+b") as f:
         for start in range(0, size, _SLICE):
             sa = np.empty(min(_SLICE, size - start), f"<i{item}")  # (slice,) byte offsets
             f.seek(start * item)
             f.readinto(memoryview(sa).cast("B"))
-            sa = sa[(bits[sa >> 3] >> (sa & 7)) & 1 == 1]  # (kept,) those at an id's start
-            f.seek(kept * item)  # behind the reads: the write never overtakes them
-            f.write(memoryview(sa).cast("B"))
+            if bits is not None:
+                sa = sa[(bits[sa >> 3] >> (sa & 7)) & 1 == 1]  # (kept,) those at an id's start
+                f.seek(kept * item)  # behind the reads: the write never overtakes them
+                f.write(memoryview(sa).cast("B"))
+            sample.append(_keys(text, sa[-kept % _SAMPLE :: _SAMPLE].astype(np.int64)))
             kept += len(sa)
         f.truncate(kept * item)
+    np.save(tmp / "sample.npy", np.concatenate(sample))  # (kept / _SAMPLE,)

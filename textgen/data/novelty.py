@@ -7,6 +7,7 @@ byte code (ids ranked by frequency; up to 256 ids in use, 1 byte each, else the 
 that start at an id, in byte order (int32; int64 past 2^31 bytes), sorted by libdivsufsort
 (pydivsufsort's wheel, called directly from the memory-mapped text straight into the
 memory-mapped output) and compacted in place, in slices, to the suffixes at an id; `rank.npy`;
+`sample.npy` (the first 16 bytes of every 256th suffix: where each search starts);
 and with multi-byte codes `starts.bits` (a bit per byte: an id starts there) and `blocks.npy`
 (ids before each 32 KiB), which turn a byte offset back into a token offset. Peak memory: the
 text plus 4 bytes per byte of it (~500 MB for 100 MB), pages of the two files. Built once, on

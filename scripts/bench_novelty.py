@@ -25,7 +25,7 @@ from pathlib import Path
 def _child(index_dir: str) -> None:
     """Builds the suffix array; prints seconds and peak RSS (MB) as JSON."""
     from textgen.data.corpus import load_index
-    from textgen.data.novelty import build
+    from textgen.data.suffix_array import build
 
     index = load_index(index_dir)
     start = time.monotonic()

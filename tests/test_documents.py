@@ -13,7 +13,8 @@ from conftest import assert_one_line_error, run_cli, write_config, write_corpus
 from textgen.core.config import load_config
 from textgen.core.errors import ConfigError, TextgenError
 from textgen.data.corpus import index_corpus
-from textgen.data.novelty import NoveltyIndex, is_built
+from textgen.data.novelty import NoveltyIndex
+from textgen.data.suffix_array import is_built
 from textgen.data.tokenizers import CharTokenizer, SentencePieceTokenizer, load_tokenizer
 
 NAMES = ["Ada", "Bert", "Cleo", "Dara", "Emil", "Faye", "Gus", "Hana", "Ivo", "June"] * 3

@@ -124,14 +124,14 @@ def test_more_ids_than_two_byte_codes_hold_use_three_bytes(tmp_path: Path) -> No
 
 
 def test_a_build_in_many_slices_writes_the_same_files(tmp_path: Path, monkeypatch) -> None:
-    from textgen.data import novelty as module
+    from textgen.data import suffix_array
 
     rng = np.random.default_rng(6)
     letters = "".join(chr(0x4E00 + i) for i in range(400))
     p = 1 / np.arange(1, 401)
     body = _random_text(rng, letters, 5000, p=p / p.sum())
     whole, _ = _open(tmp_path / "whole", body)
-    monkeypatch.setattr(module, "_SLICE", 333)  # odd: bit flags carried across slices
+    monkeypatch.setattr(suffix_array, "SLICE", 333)  # odd: bit flags carried across slices
     sliced, train = _open(tmp_path / "sliced", body)
     for name in (
         "text.bin",
@@ -152,9 +152,10 @@ def test_a_build_in_many_slices_writes_the_same_files(tmp_path: Path, monkeypatc
 def test_a_dense_key_sample_narrows_every_search_correctly(
     tmp_path: Path, monkeypatch, every: int
 ) -> None:
-    from textgen.data import novelty as module
+    from textgen.data import novelty, suffix_array
 
-    monkeypatch.setattr(module, "_SAMPLE", every)  # each search starts between sampled keys
+    for module in (novelty, suffix_array):  # the build writes it, the search reads by it
+        monkeypatch.setattr(module, "SAMPLE_EVERY", every)  # searches start between sampled keys
     rng = np.random.default_rng(8)
     novelty, train = _open(tmp_path, _random_text(rng, "abcd", 1500))
     for _ in range(6):

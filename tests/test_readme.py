@@ -37,6 +37,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT, cli_env
 
+from textgen.core.config import load_config
+
 README = REPO_ROOT / "README.md"
 CONFIGS = sorted((REPO_ROOT / "configs").glob("*.yaml"))
 # Programs of README code blocks that are not run here, and why.
@@ -180,7 +182,7 @@ def checkout(tmp_path_factory) -> Path:
     parts = {
         "data/kjv.txt": (0, CORPUS_BYTES), "my_texts/a.txt": (1, 20_000),
         "my_texts/b.txt": (2, 20_000), "books/one.txt": (3, 20_000),
-        "books/two.txt": (4, 20_000), "other.txt": (5, 5_000),
+        "books/two.txt": (4, 20_000), "other.txt": (5, 5_000), "my.txt": (6, 20_000),
     }  # fmt: skip
     for name, (part, size) in parts.items():
         (root / name).parent.mkdir(exist_ok=True)
@@ -188,15 +190,21 @@ def checkout(tmp_path_factory) -> Path:
         (root / name).write_text(cut(kjv[start:], size), encoding="utf-8")
     run_ok("textgen.train", "configs/base.yaml", *BUDGET["textgen.train"], cwd=root)
     run_ok("textgen.export", "runs/base", "exported/base", cwd=root)
+    # `make finetune DATA=my.txt`: runs/mine, fine-tuned from runs/base, for the commands after it
+    run_ok("textgen.train", "configs/finetune.yaml", *BUDGET["textgen.train"], cwd=root)
     return root
 
 
-def sandbox(checkout: Path, where: Path, own: tuple[str, ...] = ()) -> Path:
-    """`where` linked to the checkout's parts, but for the dirs in `own` (its writes)."""
-    for name in ("configs", "data", "my_texts", "books", "other.txt", "index", "runs",
+def sandbox(checkout: Path, where: Path, own: tuple[str, ...] = (), *, source=False) -> Path:
+    """`where` linked to the checkout's parts, but for the dirs in `own` (its writes); with
+    `source`, its own runs/ holds a link to runs/base (fine-tuning reads it, never writes it)."""
+    for name in ("configs", "data", "my_texts", "books", "other.txt", "my.txt", "index", "runs",
                  "exported"):  # fmt: skip
         if name not in own:
             (where / name).symlink_to(checkout / name)
+    if "runs" in own and source:
+        (where / "runs").mkdir()
+        (where / "runs" / "base").symlink_to(checkout / "runs" / "base")
     (where / "docs").mkdir()
     return where
 
@@ -233,7 +241,9 @@ def test_a_command_whose_module_is_gone_fails(tmp_path):
 
 @pytest.mark.parametrize("command", README_COMMANDS, ids=str)
 def test_readme_command_runs(command: Command, checkout, tmp_path, capfd):
-    where = sandbox(checkout, tmp_path, WRITERS.get(command.module, ()))
+    config = next((a for a in command.args if a.endswith(".yaml")), None)
+    fine_tunes = config is not None and load_config(checkout / config).train.init_from is not None
+    where = sandbox(checkout, tmp_path, WRITERS.get(command.module, ()), source=fine_tunes)
     args = [*command.args, *BUDGET.get(command.module, [])]
     if "data.tokenizer=sentencepiece" in args:
         args += SP_BUDGET
@@ -258,7 +268,9 @@ def serve_once(args: list[str], cwd: Path) -> None:
         with urllib.request.urlopen(f"{url}/healthz", timeout=60) as answer:
             assert answer.status == 200
         body = json.dumps({"prompt": "And God said", "length": 10, "seed": 5}).encode()
-        with urllib.request.urlopen(f"{url}/v1/generate", body, timeout=60) as answer:
+        ask = urllib.request.Request(f"{url}/v1/generate", body,
+                                     headers={"Content-Type": "application/json"})  # fmt: skip
+        with urllib.request.urlopen(ask, timeout=60) as answer:
             assert json.load(answer)["tokens"] == [10]
     finally:
         proc.terminate()
@@ -301,10 +313,13 @@ def test_every_config_indexes_trains_samples_evaluates_compares_and_exports(
 ):
     """The slowest test here: the whole pipeline at a small size, with each config's own
     structure (windows, carried state, layers, batch) and its data path and units made small."""
-    where = sandbox(checkout, tmp_path, ("runs", "exported"))  # the index is shared
+    fine_tunes = load_config(config).train.init_from is not None
+    where = sandbox(checkout, tmp_path, ("runs", "exported", "index"), source=fine_tunes)
     name = config.stem
-    small = ["data.path=data/kjv.txt", "model.units=32", "model.embedding_dim=16",
-             f"train.out_dir=runs/{name}-small"]  # fmt: skip
+    small = ["data.path=data/kjv.txt", f"train.out_dir=runs/{name}-small",
+             f"data.index_dir=index/{name}-small"]  # fmt: skip
+    if not fine_tunes:  # a fine-tuned model has its source's shape
+        small += ["model.units=32", "model.embedding_dim=16"]
     cfg = f"configs/{config.name}"
     run_ok("textgen.index", cfg, *small, cwd=where, capfd=capfd)
     run_ok("textgen.train", cfg, *small, "train.max_steps=3", cwd=where, capfd=capfd)
@@ -319,8 +334,6 @@ def test_every_config_indexes_trains_samples_evaluates_compares_and_exports(
     [row] = compared["rows"]
     assert row["ids_train_peak_mb"] > 0 and row["onehot_status"] == "skipped"  # 1 MB: no room
     overridden = {o["key"]: o for o in compared["overridden"]}
-    from textgen.core.config import load_config
-
     if load_config(config).windows.carry_state:
         assert overridden["windows.carry_state"]["used"] is False
     run_ok("textgen.export", run, f"exported/{name}-small", cwd=where, capfd=capfd)

@@ -10,6 +10,8 @@ from textgen import cli
 from textgen.core.config import load_config
 from textgen.core.progress import ProgressBar
 from textgen.data.corpus import index_corpus
+from textgen.run.rundir import RunDir
+from textgen.training.init_from import fine_tuning_plan
 
 
 def index_bar() -> ProgressBar:
@@ -69,9 +71,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = load_config(args.config, args.overrides)
     base = None
     if cfg.train.init_from:  # a fine-tuning config: the index extends the source's tokenizer
-        from textgen.run.rundir import RunDir
-        from textgen.training.init_from import fine_tuning_plan
-
         _, _, base = fine_tuning_plan(cfg, RunDir(cfg.train.out_dir))
     bar = index_bar()
     start = time.monotonic()

@@ -11,6 +11,8 @@ from textgen import cli
 from textgen.core.config import check_fits_in_memory, load_config
 from textgen.core.progress import ProgressBar, format_duration
 from textgen.index import describe_index, index_bar
+from textgen.run.rundir import RunDir
+from textgen.training.init_from import check_model_overrides, model_shape_config
 from textgen.training.trainer import StopFlag, train
 
 
@@ -108,9 +110,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     cfg = load_config(args.config, args.overrides)
     if cfg.train.init_from:  # a model.* asked on the command line must match the source's
-        from textgen.run.rundir import RunDir
-        from textgen.training.init_from import check_model_overrides, model_shape_config
-
         shaped = model_shape_config(cfg, RunDir(cfg.train.out_dir))
         check_model_overrides(args.overrides, cfg, shaped)
     check_fits_in_memory(cfg)  # before TensorFlow loads: a model that cannot fit fails at once

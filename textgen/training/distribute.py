@@ -6,6 +6,7 @@ import json
 import os
 
 from textgen.core.errors import TextgenError
+from textgen.core.quiet import native_stderr_silenced
 
 
 def make_strategy(kind: str):
@@ -19,8 +20,6 @@ def make_strategy(kind: str):
         TextgenError: `multi_worker` without a valid TF_CONFIG.
     """
     import tensorflow as tf
-
-    from textgen.core.quiet import native_stderr_silenced
 
     if kind == "multi_worker":
         validate_tf_config(os.environ.get("TF_CONFIG"))

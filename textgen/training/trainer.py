@@ -207,11 +207,11 @@ class _Loop:
         iterator = session.iterator(counters)
         self.clock = clock = _Clock(counters.step, self.data.targets_per_step)
         self.spent_before = counters.trained_s
-        if tc.max_time:
-            self.scorer.warm_up()  # the first evaluation then costs what every later one does
+        if tc.max_time:  # the budget's clock starts with the loop's: the warm-up is spent from it
             self.budget = TimeBudget(
                 tc.max_time, spent=counters.trained_s, eval_every=tc.eval_every
             )
+            self.scorer.warm_up()  # the first evaluation then costs what every later one does
         # Until a time budget has measured the step rate, its cosine stays at the peak.
         unfitted = 2**31
         session.set_horizon(

@@ -166,6 +166,27 @@ def sp_export(sp_run: Path, tmp_path_factory) -> Path:
     return export(sp_run, tmp_path_factory.mktemp("sp_export") / "model")
 
 
+NAMES = "\n".join(["Ada", "Bert", "Cleo", "Dara", "Emil", "Faye", "Gus", "Hana"] * 40) + "\n"
+
+
+@pytest.fixture(scope="session")
+def docs_run(tmp_path_factory) -> Path:
+    """A lines run on a short list of names (an end-of-text id; its index beside it, at
+    `run-index`)."""
+    from run_fixtures import make_run
+
+    path = tmp_path_factory.mktemp("docs") / "run"
+    return make_run(path, NAMES, index=True, steps=200, overrides=("data.documents=lines",))
+
+
+@pytest.fixture(scope="session")
+def docs_export(docs_run: Path, tmp_path_factory) -> Path:
+    """`docs_run` exported as a SavedModel."""
+    from textgen.serving.export import export
+
+    return export(docs_run, tmp_path_factory.mktemp("docs_export") / "model")
+
+
 @contextlib.contextmanager
 def start_server(model: Path, *flags: str):
     """`python -m textgen.serve MODEL --port 0 [FLAGS]` in a subprocess; (base URL, process)."""

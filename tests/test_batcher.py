@@ -86,3 +86,58 @@ def test_a_full_queue_refuses_and_a_deadline_ends_a_job(backend: Backend) -> Non
         assert waiting.ended.wait(30) and waiting.error is None and len(waiting.texts[0]) == 5
     finally:
         batcher.stop()
+
+
+@pytest.fixture(scope="module")
+def docs_backend(docs_export: Path) -> Backend:
+    return Backend.load(docs_export)
+
+
+def test_rows_stop_as_the_generators_and_leave_the_batch(docs_backend, docs_run) -> None:
+    from textgen.generation.generate import Generator
+
+    generator = Generator.from_run(docs_run)
+    batcher = Batcher(docs_backend, max_rows=3, chunk=8)
+    try:
+        # Three rows that would take minutes each, stopped by a stop string (after a few
+        # names, each row at its own place) and the end-of-text token.
+        names = Client("", SamplingSettings(length=1_000_000, num_samples=3, seed=5),
+                       stop=("Gus",), stop_at_end=False)  # fmt: skip
+        one = Client("Ad", SamplingSettings(length=1_000_000, seed=2))  # stops at the end
+        batcher.submit(names.job, one.job)  # `one` waits for rows that `names` frees
+        assert names.ended.wait(120) and one.ended.wait(120)
+        assert names.error is None and one.error is None
+        expected = generator.samples("", 1_000_000, num_samples=3, seed=5, stop=["Gus"],
+                                     stop_at_end=False)  # fmt: skip
+        assert [names.texts.get(i, "") for i in range(3)] == [s.text for s in expected]
+        assert names.job.stopped() == ["stop"] * 3
+        assert names.job.tokens() == [s.tokens for s in expected]
+        [alone] = generator.samples("Ad", 1_000_000, seed=2)
+        assert (one.texts[0], one.job.stopped(), one.job.tokens()) == (
+            alone.text, ["end"], [alone.tokens]
+        )  # fmt: skip
+        assert "\n" not in alone.text and batcher.stats()["active_rows"] == 0
+    finally:
+        batcher.stop()
+
+
+def test_stop_strings_across_chunks_and_the_length_cap(docs_backend, docs_run) -> None:
+    from textgen.generation.generate import Generator
+
+    generator = Generator.from_run(docs_run)
+    batcher = Batcher(docs_backend, max_rows=8, chunk=3)  # a stop string spans chunks
+    try:
+        asks = [(("Hana\nAda",), 300), (("zz",), 50), (("Cleo", "Cl"), 200)]
+        clients = [Client("", SamplingSettings(length=n, num_samples=2, seed=7), stop=stop,
+                          stop_at_end=False) for stop, n in asks]  # fmt: skip
+        batcher.submit(*(c.job for c in clients))
+        for client, (stop, length) in zip(clients, asks, strict=True):
+            assert client.ended.wait(120) and client.error is None
+            expected = generator.samples("", length, num_samples=2, seed=7, stop=list(stop),
+                                         stop_at_end=False)  # fmt: skip
+            assert [client.texts.get(i, "") for i in range(2)] == [s.text for s in expected]
+            assert client.job.stopped() == [s.stopped for s in expected]
+            assert client.job.tokens() == [s.tokens for s in expected]
+        assert clients[1].job.stopped() == ["length"] * 2 and clients[0].job.stopped()[0] == "stop"
+    finally:
+        batcher.stop()

@@ -134,6 +134,15 @@ def test_novelty_matches_brute_force(tmp_path: Path, vocab: str) -> None:
         assert train[at : at + report["longest"]] == report["longest_text"]
     copied = train[100:160]
     assert novelty.report(copied)["ngrams_found"] == 1.0
+    # Copied stretches are located in the sample (character offsets): 25 and 30 chars copied
+    # around 10 new ones (a letter outside the vocabulary cannot be in the training text).
+    new = "Z" * 10 if vocab == "small" else "Ω" * 10
+    sample = train[500:525] + new + train[900:930] + "Z"
+    report = novelty.report(sample)
+    assert report["copied_spans"] == [[0, 25], [35, 65]]
+    start, end = report["longest_span"]
+    assert (start, end) == (35, 65) and sample[start:end] == report["longest_text"]
+    assert novelty.report(train[100:110])["copied_spans"] == []  # shorter than an n-gram
     novelty.close()
 
 

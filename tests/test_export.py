@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,10 +28,12 @@ model = tf.saved_model.load(sys.argv[1])
 out = model.signatures["serving_default"](
     prompt=tf.constant(["Café ", "", "東京"]), length=tf.constant([40, 12, 25]),
     temperature=tf.constant([0.0, 1.0, 0.7]), top_k=tf.constant([0, 0, 5]),
-    top_p=tf.constant([1.0, 1.0, 0.9]), seed=tf.constant([1, 2, -3], tf.int64))
+    top_p=tf.constant([1.0, 1.0, 0.9]), seed=tf.constant([1, 2, -3], tf.int64),
+    stop=tf.constant([[""], [""], [""]]), stop_at_end=tf.constant([True, True, True]))
 assert not any(m.split(".")[0] == "textgen" for m in sys.modules)
 print(json.dumps({"text": [t.decode() for t in out["text"].numpy()],
-                  "tokens": out["tokens"].numpy().tolist()}))
+                  "tokens": out["tokens"].numpy().tolist(),
+                  "stopped": [t.decode() for t in out["stopped"].numpy()]}))
 """
 FRESH_ARGS = (["Café ", "", "東京"], [40, 12, 25], [0.0, 1.0, 0.7], [0, 0, 5], [1.0, 1.0, 0.9],
               [1, 2, -3])  # fmt: skip
@@ -48,10 +51,25 @@ def fresh_process_call(export_dir: Path) -> dict:
 
 
 def call(model, prompts, lengths, temperature=1.0, top_k=0, top_p=1.0, seeds=None) -> list[str]:
-    """The export's serving_default on a batch; scalars apply to every row."""
+    """The export's serving_default on a batch, no stop strings; scalars apply to every row."""
+    out = call_all(model, prompts, lengths, temperature, top_k, top_p, seeds)
+    assert out["tokens"] == list(lengths) and out["stopped"] == ["length"] * len(prompts)
+    return out["text"]
+
+
+def call_all(
+    model, prompts, lengths, temperature=1.0, top_k=0, top_p=1.0, seeds=None, *, stop=None,
+    stop_at_end=True,
+) -> dict:  # fmt: skip
+    """The export's serving_default on a batch: {text, tokens, stopped} as Python lists.
+
+    `stop`: one list of stop strings per row (padded with "" here); scalars apply to every row.
+    """
     import tensorflow as tf
 
     rows = len(prompts)
+    stop = stop or [[] for _ in range(rows)]
+    width = max(1, *(len(s) for s in stop))
     out = model.signatures["serving_default"](
         prompt=tf.constant(prompts),
         length=tf.constant(lengths, tf.int32),
@@ -59,9 +77,14 @@ def call(model, prompts, lengths, temperature=1.0, top_k=0, top_p=1.0, seeds=Non
         top_k=tf.constant(np.broadcast_to(top_k, rows), tf.int32),
         top_p=tf.constant(np.broadcast_to(top_p, rows), tf.float32),
         seed=tf.constant(seeds if seeds is not None else list(range(rows)), tf.int64),
+        stop=tf.constant([list(s) + [""] * (width - len(s)) for s in stop], tf.string),
+        stop_at_end=tf.constant(np.broadcast_to(stop_at_end, rows), tf.bool),
     )
-    assert out["tokens"].numpy().tolist() == list(lengths)
-    return [t.decode("utf-8") for t in out["text"].numpy()]
+    return {
+        "text": [t.decode("utf-8") for t in out["text"].numpy()],
+        "tokens": out["tokens"].numpy().tolist(),
+        "stopped": [t.decode() for t in out["stopped"].numpy()],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +99,14 @@ def generator(small_run: Path) -> Generator:
     return Generator.from_run(small_run)
 
 
+@pytest.fixture(scope="module")
+def docs_generator(docs_run: Path) -> Generator:
+    return Generator.from_run(docs_run)
+
+
 def test_reloads_in_a_fresh_process_without_textgen(small_export: Path, loaded) -> None:
     result = fresh_process_call(small_export)
-    assert result["tokens"] == [40, 12, 25]
+    assert result["tokens"] == [40, 12, 25] and result["stopped"] == ["length"] * 3
     assert [len(t) for t in result["text"]] == [40, 12, 25]
     assert result["text"] == call(loaded, *FRESH_ARGS)  # same seed and inputs, same text
 
@@ -102,6 +130,56 @@ def test_a_seed_draws_the_generators_text_whatever_the_batch(loaded, generator) 
     assert call(loaded, ["The "], [80], temperature=0.9, top_p=0.95, seeds=[6]) != alone
 
 
+def test_stops_give_the_generators_samples(docs_export: Path, docs_generator) -> None:
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(docs_export))
+    rows = [  # prompt, length, temperature, seed, stop strings, stop at end
+        ("", 60, 1.0, 1, [], True),  # one name, then end-of-text
+        ("", 60, 1.0, 2, [], False),  # names on, end-of-text read as "\n"
+        ("Da", 60, 0.0, 0, ["a"], True),  # a stop string before the end
+        ("", 400, 1.0, 4, ["Hana\nAda"], False),  # across tokens, and past a block
+        ("", 300, 0.9, 5, ["Gus", "Gu", "G"], False),  # several at one place: the shortest
+        ("Be", 2, 0.0, 6, ["zz"], True),  # the length cap
+        ("", 0, 1.0, 7, ["a"], True),  # nothing asked
+        ("", 50, 1.0, 8, ["Q" * 64] * 8, False),  # the most stop strings, never written
+    ]
+    got = call_all(
+        loaded, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+        seeds=[r[3] for r in rows], stop=[r[4] for r in rows], stop_at_end=[r[5] for r in rows],
+    )  # fmt: skip
+    expected = [
+        docs_generator.samples(prompt, length, temperature=t, seed=seed, stop=stop,
+                               stop_at_end=at_end)[0] if length else None
+        for prompt, length, t, seed, stop, at_end in rows
+    ]  # fmt: skip
+    for i, sample in enumerate(expected):
+        want = (sample.text, sample.tokens, sample.stopped) if sample else ("", 0, "length")
+        assert (got["text"][i], got["tokens"][i], got["stopped"][i]) == want, rows[i]
+    assert got["stopped"][:6] == ["end", "length", "stop", "stop", "stop", "length"]
+    assert "\n" not in got["text"][0] and got["text"][1].count("\n") >= 3
+    assert got["tokens"][2] == len(got["text"][2]) + 1  # the stop string's token counted
+
+
+def test_the_graph_rejects_bad_stop_inputs(docs_export: Path) -> None:
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(docs_export))
+    for stop, message in [
+        ([["a"] * 9], "at most 8 stop strings per row"),
+        ([["x" * 65]], "a stop string must be at most 64 characters"),
+        ([["a"], ["b"]], "stop must have one row per prompt"),
+    ]:
+        with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(message)):
+            loaded.signatures["serving_default"](
+                prompt=tf.constant(["A"]), length=tf.constant([5]), temperature=tf.constant([1.0]),
+                top_k=tf.constant([0]), top_p=tf.constant([1.0]), seed=tf.constant([1], tf.int64),
+                stop=tf.constant(stop), stop_at_end=tf.constant([True]),
+            )  # fmt: skip
+    padded = call_all(loaded, ["A"], [5], stop=[["é" * 64, "", "", "", "", "", "", "", ""]])
+    assert padded["stopped"][0] in ("end", "length")  # 9 columns, 1 string: "" is padding
+
+
 def test_the_graph_rejects_bad_inputs(loaded) -> None:
     import tensorflow as tf
 
@@ -123,10 +201,37 @@ def test_saved_model_cli_show_and_run(small_export: Path) -> None:
         env=cli_env(), capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert show.returncode == 0, show.stderr[-2000:]
-    for name in ("prompt", "length", "temperature", "top_k", "top_p", "seed", "text", "tokens"):
+    names = ("prompt", "length", "temperature", "top_k", "top_p", "seed", "stop", "stop_at_end")
+    for name in (*names, "text", "tokens", "stopped"):
         assert f"['{name}']" in show.stdout
     out = saved_model_cli_run(small_export)
     assert "Result for output key text" in out and "[30  8]" in out
+
+
+def test_saved_model_cli_run_with_a_stop_string(docs_export: Path, docs_generator) -> None:
+    exprs = (
+        "prompt=['', 'Ad'];length=[300, 300];temperature=[1.0, 0.0];top_k=[0, 0];"
+        "top_p=[1.0, 1.0];seed=[3, 1];stop=[['Gus', ''], ['Em', 'Fa']];stop_at_end=[False, False]"
+    )
+    out = saved_model_cli_run(docs_export, exprs)
+    asked = [("", 1.0, 3, ["Gus"]), ("Ad", 0.0, 1, ["Em", "Fa"])]
+    wanted = [
+        docs_generator.samples(p, 300, temperature=t, seed=s, stop=stop, stop_at_end=False)[0]
+        for p, t, s, stop in asked
+    ]
+    assert all(w.stopped == "stop" for w in wanted)  # the list repeats: both stops come
+    results = cli_results(out)
+    assert results["stopped"] == "[b'stop' b'stop']"
+    assert results["tokens"].strip("[]").split() == [str(w.tokens) for w in wanted]
+    for sample in wanted:  # each text, cut before its stop string, as numpy prints it
+        assert repr(sample.text.encode()) in results["text"]
+    assert "Gus" not in wanted[0].text
+
+
+def cli_results(out: str) -> dict[str, str]:
+    """`saved_model_cli run`'s printed outputs: key -> the array as printed."""
+    parts = out.split("Result for output key ")[1:]
+    return {p.split(":", 1)[0]: p.split(":", 1)[1].strip() for p in parts}
 
 
 def test_export_cli(small_run: Path, tmp_path: Path) -> None:
@@ -150,11 +255,11 @@ def test_export_cli_bad_input(small_run: Path, tmp_path: Path, foreign_sp_tokeni
     assert not (tmp_path / "o").exists()
 
 
-def saved_model_cli_run(export_dir: Path) -> str:
-    """`saved_model_cli run` on two requests; returns its stdout."""
-    exprs = (  # Python literals; each is cast to its input's dtype
+def saved_model_cli_run(export_dir: Path, exprs: str | None = None) -> str:
+    """`saved_model_cli run` on two requests (`exprs`, or a default pair); returns its stdout."""
+    exprs = exprs or (  # Python literals; each is cast to its input's dtype
         "prompt=['The ', ''];length=[30, 8];temperature=[0.0, 1.0];top_k=[0, 0];"
-        "top_p=[1.0, 1.0];seed=[1, 2]"
+        "top_p=[1.0, 1.0];seed=[1, 2];stop=[[''], ['']];stop_at_end=[True, True]"
     )
     cli = Path(sys.executable).with_name("saved_model_cli")
     run = subprocess.run(

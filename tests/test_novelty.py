@@ -43,7 +43,20 @@ def _check(novelty: NoveltyIndex, train: str, sample: str) -> dict:
     at, longest = report["longest_at"], report["longest"]
     assert train[at : at + longest] == report["longest_text"]
     assert report["longest_text"] == sample[lengths.index(longest) :][:longest]
+    start, end = report["longest_span"]  # where it lies in the sample (characters)
+    assert end - start == longest and sample[start:end] == report["longest_text"]
+    assert report["copied_spans"] == _brute_spans(lengths)
     return report
+
+
+def _brute_spans(lengths: list[int]) -> list[list[int]]:
+    """The positions covered by a match of at least NGRAM chars, as merged [start, end) runs."""
+    covered = np.zeros(len(lengths) + 1, bool)
+    for i, n in enumerate(lengths):
+        if n >= NGRAM:
+            covered[i : i + n] = True
+    edges = np.flatnonzero(np.diff(np.concatenate([[False], covered]).astype(int)))
+    return [[int(a), int(b)] for a, b in zip(edges[::2], edges[1::2], strict=True)]
 
 
 def _random_text(rng, letters: str, size: int, *, p=None) -> str:

@@ -87,6 +87,7 @@ def test_texts_equal_the_exports(url: str, small_export: Path) -> None:
         prompt=tf.constant(["The ", ""]), length=tf.constant([40, 30]),
         temperature=tf.constant([0.0, 1.1]), top_k=tf.constant([0, 4]),
         top_p=tf.constant([1.0, 0.9]), seed=tf.constant([0, 11], tf.int64),
+        stop=tf.constant([[""], [""]]), stop_at_end=tf.constant([True, True]),
     )["text"].numpy()  # fmt: skip
     greedy = post(f"{url}/v1/generate", {"prompt": "The ", "length": 40, "temperature": 0})[1]
     sampled = {"prompt": "", "length": 30, "temperature": 1.1, "top_k": 4, "top_p": 0.9}
@@ -121,6 +122,92 @@ def test_tf_serving_predict(url: str) -> None:
     status, outputs = post(f"{url}/v1/models/textgen:predict", {"inputs": columns})
     assert status == 200
     assert outputs["outputs"]["text"] == [p["text"] for p in body["predictions"]]
+
+
+def test_stop_strings_cut_the_text_and_say_why(url: str) -> None:
+    body = {"prompt": "The ", "length": 300, "seed": 9, "num_samples": 3}
+    free = post(f"{url}/v1/generate", body)[1]
+    assert free["stopped"] == ["length"] * 3 and free["tokens"] == [300] * 3
+    stop = ["e ", "a"]
+    status, cut = post(f"{url}/v1/generate", {**body, "stop": stop})
+    assert status == 200
+    for whole, text, reason, tokens in zip(free["texts"], cut["texts"], cut["stopped"],
+                                           cut["tokens"], strict=True):  # fmt: skip
+        first = min((whole.find(s), s) for s in stop if s in whole)
+        assert reason == "stop" and text == whole[: first[0]]  # cut before the stop string
+        assert tokens == first[0] + len(first[1])  # a char model: the stop string counted
+    assert (
+        post(f"{url}/v1/generate", {**body, "stop": "e "})[1]["texts"][0]
+        == (free["texts"][0].split("e ")[0])
+    )  # one string is a list of one
+    request = urllib.request.Request(
+        f"{url}/v1/stream", data=json.dumps({**body, "stop": stop}).encode(), method="POST",
+        headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=60) as response:
+        events = sse_events(response.read().decode())
+    done = events[-1][1]
+    assert events[-1][0] == "done"
+    assert (done["stopped"], done["tokens"]) == (cut["stopped"], cut["tokens"])
+    streamed = ["".join(d["text"] for k, d in events if k == "message" and d["index"] == i)
+                for i in range(3)]  # fmt: skip
+    assert streamed == cut["texts"]
+
+
+def test_predict_takes_stop_strings_padded_as_the_export(url: str) -> None:
+    instances = [
+        {"prompt": "The ", "length": 300, "seed": 9, "stop": ["e ", "a", ""]},
+        {"prompt": "The ", "length": 30, "seed": 9, "stop": ["", ""], "stop_at_end": True},
+    ]
+    status, body = post(f"{url}/v1/models/textgen:predict", {"instances": instances})
+    assert status == 200, body
+    [first, second] = body["predictions"]
+    assert first["stopped"] == "stop" and "e " not in first["text"] and "a" not in first["text"]
+    assert (second["stopped"], second["tokens"], len(second["text"])) == ("length", 30, 30)
+    columns = {k: [i.get(k, True) for i in instances] for k in instances[1]}
+    status, outputs = post(f"{url}/v1/models/textgen:predict", {"inputs": columns})
+    assert status == 200 and outputs["outputs"]["stopped"] == ["stop", "length"]
+    assert outputs["outputs"]["text"] == [first["text"], second["text"]]
+
+
+@pytest.fixture(scope="module")
+def docs_url(docs_run: Path):
+    """The documents run served from its run dir (its index there: novelty works)."""
+    with start_server(docs_run) as (url, _):
+        yield url
+
+
+def test_novelty_of_a_gone_index_is_a_400(docs_url: str, docs_run: Path) -> None:
+    # The first novelty request to this server (it opens the index on first use).
+    index = docs_run.parent / "run-index"
+    moved = index.rename(index.with_name("run-index-away"))
+    try:
+        status, answer = post(f"{docs_url}/v1/generate", {"prompt": "A", "novelty": True})
+        assert status == 400 and "index, which is gone; rebuild it with" in answer["error"]
+        assert "\n" not in answer["error"]
+    finally:
+        moved.rename(index)
+    status, answer = post(f"{docs_url}/v1/generate", {"prompt": "A", "novelty": True})
+    assert status == 200 and len(answer["novelty"]) == 1
+
+
+def test_a_documents_run_stops_at_the_end_and_reports_novelty(docs_url: str) -> None:
+    body = {"prompt": "", "length": 2000, "seed": 3, "num_samples": 4, "novelty": True}
+    status, answer = post(f"{docs_url}/v1/generate", body)
+    assert status == 200 and answer["stopped"] == ["end"] * 4
+    for text, tokens, report in zip(answer["texts"], answer["tokens"], answer["novelty"],
+                                    strict=True):  # fmt: skip
+        assert text and "\n" not in text and tokens == len(text) + 1  # one name, its end
+        assert report["longest"] <= len(text) and "in_training" in report
+        assert report["longest_span"][1] - report["longest_span"][0] == report["longest"]
+    assert any(r["in_training"] for r in answer["novelty"])  # eight names: some come back
+    going = post(f"{docs_url}/v1/generate", {**body, "stop_at_end": False, "length": 100})[1]
+    assert going["stopped"] == ["length"] * 4 and all(t.count("\n") >= 3 for t in going["texts"])
+    status, predicted = post(f"{docs_url}/v1/models/textgen:predict",
+                             {"instances": [{"prompt": "Ad", "novelty": True}]})  # fmt: skip
+    assert status == 200 and predicted["predictions"][0]["stopped"] == "end"
+    [prediction] = predicted["predictions"]
+    assert prediction["novelty"]["longest_text"] == prediction["text"]  # "a": found there
 
 
 def test_page_and_healthz(url: str) -> None:
@@ -164,6 +251,14 @@ BAD = [
     ({"prompt": "a§bß§"}, "'§' (U+00A7) 'ß' (U+00DF)"),
     ({"prompt": "a", "allow_unknown": "yes"}, "allow_unknown must be true or false"),
     ([1, 2], "must be a JSON object"),
+    ({"prompt": "a", "stop": ["a"] * 9}, "stop: at most 8 stop strings, got 9"),
+    ({"prompt": "a", "stop": ["x" * 65]}, "stop: a stop string must be at most 64 characters"),
+    ({"prompt": "a", "stop": [""]}, "a stop string must be a non-empty string"),
+    ({"prompt": "a", "stop": [5]}, "stop must be a list of strings"),
+    ({"prompt": "a", "stop": {"a": 1}}, "stop must be a list of strings"),
+    ({"prompt": "a", "stop_at_end": "yes"}, "stop_at_end must be true or false"),
+    ({"prompt": "a", "novelty": 1}, "novelty must be true or false"),
+    ({"prompt": "a", "novelty": True}, "novelty needs a run dir whose index exists"),
 ]
 
 
@@ -285,6 +380,7 @@ def test_long_prompts_read_in_pieces_give_the_exports_text(url: str, small_expor
     expected = model.signatures["serving_default"](
         prompt=tf.constant([prompt]), length=tf.constant([60]), temperature=tf.constant([0.9]),
         top_k=tf.constant([0]), top_p=tf.constant([1.0]), seed=tf.constant([8], tf.int64),
+        stop=tf.constant([[""]]), stop_at_end=tf.constant([True]),
     )["text"].numpy()[0].decode()  # fmt: skip
     body = {"prompt": prompt, "length": 60, "temperature": 0.9, "seed": 8}
     with ThreadPoolExecutor(2) as pool:  # a short request shares the calls meanwhile
@@ -350,6 +446,7 @@ def test_a_sentencepiece_model_serves_and_streams_whole_characters(sp_export: Pa
         prompt=tf.constant(["Zürich ∮ "]), length=tf.constant([200]),
         temperature=tf.constant([1.3]), top_k=tf.constant([0]),
         top_p=tf.constant([1.0]), seed=tf.constant([21], tf.int64),
+        stop=tf.constant([[""]]), stop_at_end=tf.constant([True]),
     )["text"].numpy()[0].decode()  # fmt: skip
     body = {"prompt": "Zürich ∮ ", "length": 200, "temperature": 1.3, "seed": 21}
     with start_server(sp_export) as (url, _):

@@ -63,3 +63,57 @@ def test_the_page_streams_generated_text(browser, server) -> None:
     length.send_keys("0")
     browser.find_element(By.ID, "generate").click()
     wait.until(lambda d: "length must be in" in d.find_element(By.ID, "status").text)
+
+
+# Each character has one successor: a model trained on it copies it, and a greedy sample is a
+# long verbatim span of the training text.
+ALPHABET = "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ.\n"
+
+
+@pytest.fixture(scope="module")
+def copy_url(tmp_path_factory):
+    """A run (with its index, for novelty) trained to recite ALPHABET, served from its dir."""
+    from conftest import start_server
+    from run_fixtures import make_run
+
+    run = make_run(tmp_path_factory.mktemp("copy") / "run", ALPHABET * 40, index=True, steps=150)
+    with start_server(run) as (url, _):
+        yield url
+
+
+def test_a_stop_string_ends_the_text_and_copies_are_marked(browser, copy_url: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(copy_url + "/")
+    browser.find_element(By.ID, "prompt").send_keys("abc")
+    for name, value in [("temperature", "0"), ("length", "400")]:
+        field = browser.find_element(By.ID, name)
+        field.clear()
+        field.send_keys(value)
+    browser.find_element(By.ID, "stops").send_keys("XYZ")
+    browser.find_element(By.ID, "novelty").click()
+    browser.find_element(By.ID, "generate").click()
+    WebDriverWait(browser, 60).until(
+        lambda d: d.find_element(By.ID, "status").text.startswith("done")
+    )
+    status = browser.find_element(By.ID, "status").text
+    text = browser.find_element(By.ID, "generated").get_attribute("textContent")
+    assert "stopped: stop" in status
+    assert text == ALPHABET[3 : ALPHABET.index("XYZ")]  # the copy, cut before the stop string
+    marks = browser.find_elements(By.CSS_SELECTOR, "#generated mark.copied")
+    assert [m.get_attribute("textContent") for m in marks] == [text]  # all of it is copied
+    report = browser.find_element(By.ID, "novelty-report").text
+    assert f"Longest copied span: {len(text)} tokens" in report
+    # Without novelty, no marks; the stop reason is the length cap.
+    browser.find_element(By.ID, "novelty").click()
+    browser.find_element(By.ID, "stops").clear()
+    length = browser.find_element(By.ID, "length")
+    length.clear()
+    length.send_keys("10")
+    browser.find_element(By.ID, "generate").click()
+    WebDriverWait(browser, 60).until(
+        lambda d: "stopped: length" in d.find_element(By.ID, "status").text
+    )
+    assert not browser.find_elements(By.CSS_SELECTOR, "#generated mark")
+    assert browser.find_element(By.ID, "generated").get_attribute("textContent") == "defghijklm"

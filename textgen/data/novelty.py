@@ -1,12 +1,16 @@
 """Is a sample copied from the training text? Queries of the suffix array (`suffix_array.py`).
 
 `report(text)` gives, per sample: the longest run of its tokens that occurs verbatim in the
-training split (length, offset there, the text), the share of its `NGRAM`-token n-grams found
-there, and for a documents index whether the whole sample is one of the training documents.
+training split (length, offset there, the text, and where it lies in the sample), the share of
+its `NGRAM`-token n-grams found there, the stretches of the sample covered by copies of at least
+`NGRAM` tokens (what the server's page marks), and for a documents index whether the whole
+sample is one of the training documents.
 All positions are binary-searched at once (numpy, on 16-byte keys, through memory maps: a few
 pages of each file per query); matching statistics skip the rest: the match at i is at least
 the one at i-1 less a token, so a position whose n-gram is known found and that cannot beat
-the longest so far (in a copied sample, every one after the first) needs no search.
+the longest so far (in a copied sample, every one after the first) needs no search. The
+copied stretches are still exact: a skipped position's copy is covered by the first position
+searched after it (the match there reaches at least as far).
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ class NoveltyIndex:
             self._bits = np.fromfile(self.directory / "starts.bits", np.uint8)  # (bytes / 8,)
             self._blocks = np.load(self.directory / "blocks.npy")  # (blocks + 1,)
         self.eot = index.tokenizer.end_of_text_id
+        self._char_lengths = index.tokenizer.token_char_lengths()  # (vocab,) chars per id
 
     @classmethod
     def open(cls, index) -> NoveltyIndex:
@@ -189,8 +194,11 @@ class NoveltyIndex:
             `longest` (tokens of the longest span found verbatim, at most `MAX_MATCH`),
             `longest_at` (its token offset in the training split), `longest_text`, `ngram` (the
             n-gram size), `ngrams_found` (the share of the sample's n-grams found there; a
-            sample shorter than an n-gram counts as one, itself), and for a documents index
-            `in_training` (whether the whole sample is a training document).
+            sample shorter than an n-gram counts as one, itself), `longest_span` ([start, end)
+            of the longest span in the sample, in characters), `copied_spans` (the [start, end)
+            character ranges of the sample covered by spans of at least `ngram` tokens found
+            verbatim, overlapping ones merged), and for a documents index `in_training`
+            (whether the whole sample is a training document).
         """
         ids = np.asarray(self.index.tokenizer.encode(text), np.int64)  # (tokens,)
         n = min(NGRAM, len(ids))
@@ -198,12 +206,15 @@ class NoveltyIndex:
         lengths, best_start, best_at = self._match_lengths(ids, n, starts)
         best = int(lengths.max()) if len(ids) else 0
         found = float(np.mean(lengths[:starts] >= n)) if starts and n else 0.0
+        chars = np.concatenate([[0], np.cumsum(self._char_lengths[ids])]).astype(np.int64)
         out = {
             "longest": best,
             "longest_at": self._token_offset(best_at) if best else 0,
             "longest_text": self.index.tokenizer.decode(ids[best_start : best_start + best]),
+            "longest_span": [int(chars[best_start]), int(chars[best_start + best])],
             "ngram": NGRAM,
             "ngrams_found": round(found, 4),
+            "copied_spans": [[int(chars[a]), int(chars[b])] for a, b in _spans(lengths, NGRAM)],
         }
         if self.eot is not None:
             out["in_training"] = self._is_document(ids)
@@ -249,6 +260,19 @@ class NoveltyIndex:
             return False
         coded, _ = self._encode(first)
         return self.text[: len(coded)] == coded
+
+
+def _spans(lengths: np.ndarray, shortest: int) -> list[tuple[int, int]]:
+    """Token ranges covered by matches of at least `shortest` tokens (`lengths[i]`: the match
+    starting at token i), overlapping or touching ones merged."""
+    spans: list[tuple[int, int]] = []
+    for start in np.flatnonzero(lengths >= shortest):
+        end = int(start + lengths[start])
+        if spans and start <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], end))
+        else:
+            spans.append((int(start), end))
+    return spans
 
 
 def _common(a: bytes, b: bytes) -> int:

@@ -1,12 +1,12 @@
 """Continuous batching for the server: every waiting request joins one compiled sampler call.
 
-`Backend` is the model the server runs: an export (`tf.saved_model.load`) or a run dir (the
-same module built in memory), reached only through the module's `sampler`, `encode` and
-`metadata` functions, so both behave alike. `Batcher` owns one worker thread. Each call of the
-sampler advances every active row (a sample of a request) by up to `chunk` tokens; between
-calls, finished and cancelled rows leave and waiting requests join (their prompts read in the
-same call), up to `max_rows` rows. Rows keep their own temperature, top-k, top-p, seed and
-position, so a request's text does not depend on which others share its calls.
+`Backend` (`backend.py`) is the model the server runs. `Batcher` owns one worker thread. Each
+call of the sampler advances every active row (a sample of a request) by up to `chunk` tokens;
+between calls, finished and cancelled rows leave and waiting requests join (their prompts read
+in the same call), up to `max_rows` rows. Rows keep their own temperature, top-k, top-p, seed and
+position, so a request's text does not depend on which others share its calls. A job's stop
+strings and end-of-text token are watched chunk by chunk as `Generator` does (the same
+`generation.stops.RowStops`); a row that stops leaves the batch before the next call.
 """
 
 from __future__ import annotations
@@ -17,73 +17,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from textgen.core.errors import TextgenError
 from textgen.core.sampling_settings import SamplingSettings, seed_value
-from textgen.serving import export
+from textgen.generation.stops import RowStops
+from textgen.serving.backend import Backend
 
 _OUTCOMES = ("completed", "cancelled", "timed_out", "dropped", "failed", "refused")
 _IDLE_POLL = 0.05  # seconds between looks while every active job sits out (slow readers)
-
-
-class Backend:
-    """A loaded model: the sampler, the in-graph encoder and what the tokenizer's pieces read.
-
-    Args:
-        module: An `export.ExportModule` or what `tf.saved_model.load` returns for one.
-        source: Where it came from (for /healthz).
-    """
-
-    def __init__(self, module, source: str) -> None:
-        meta = {k: v.numpy() for k, v in module.metadata().items()}
-        self.module, self.source = module, source
-        self.kind = meta["kind"].decode()
-        self.pieces = list(meta["pieces"])  # id -> bytes (a sentencepiece byte piece: one byte)
-        self.block, self.layers, self.units = (int(meta[k]) for k in ("block", "layers", "units"))
-        self.newline = int(meta["newline"])
-        chars = [p.decode("utf-8") for p in self.pieces[1:]] if self.kind == "char" else None
-        self.chars = None if chars is None else frozenset(chars)  # sentencepiece: every char
-
-    @classmethod
-    def load(cls, path: str | Path, checkpoint: str = "best") -> Backend:
-        """Loads an export dir, or builds the module of a run dir.
-
-        Raises:
-            TextgenError: neither an export nor a usable run dir.
-        """
-        path = Path(path)
-        if export.is_export(path):
-            import tensorflow as tf
-
-            try:
-                return cls(tf.saved_model.load(str(path)), str(path))
-            except Exception as e:  # TensorFlow raises many types for a damaged SavedModel
-                what = f"cannot load the export: {e.__class__.__name__}"
-                raise TextgenError(what, str(path)) from None
-        if not path.is_dir():
-            raise TextgenError("no such run dir or export", str(path))
-        return cls(export.build_module(path, checkpoint), str(path))
-
-    def unknown_chars(self, prompt: str) -> list[str]:
-        """Distinct prompt characters outside the vocabulary, in order of appearance (none for
-        sentencepiece: byte fallback encodes every character)."""
-        if self.chars is None:
-            return []
-        return [c for c in dict.fromkeys(prompt) if c not in self.chars]
-
-    def encode(self, prompts: list[str]) -> list[np.ndarray]:
-        """Each prompt's ids (an empty prompt starts after a line break, as `Generator`)."""
-        out = self.module.encode(np.array([p.encode("utf-8") for p in prompts], dtype=object))
-        ids, lengths = out["ids"].numpy(), out["lengths"].numpy()
-        start = np.array([self.newline] if self.newline >= 0 else [], np.int32)
-        return [row[:n] if n else start for row, n in zip(ids, lengths, strict=True)]
-
-    def zero_states(self, rows: int) -> np.ndarray:
-        """(2 * layers, rows, units) zeros."""
-        return np.zeros((2 * self.layers, rows, self.units), np.float32)
 
 
 class Overloaded(Exception):
@@ -105,7 +47,9 @@ class Job:
     `emit(index, text)` is called from the worker thread for each sample's new text, and
     `finish(error)` once at the end (error None when done, else a `JobError`). `paused()` says
     whether the client's buffer is full: the job then sits out calls (keeping its row) until
-    it reads, or is dropped after the batcher's `stall_timeout`.
+    it reads, or is dropped after the batcher's `stall_timeout`. `stop` and `stop_at_end`
+    stop rows early (as `Generator.samples`); once done, `stopped()` and `tokens()` say how
+    each sample ended.
     """
 
     prompt: str
@@ -115,16 +59,32 @@ class Job:
     deadline: float = math.inf  # time.monotonic() after which the job is ended (503)
     paused: Callable[[], bool] = lambda: False
     cancelled: bool = False
+    stop: tuple[str, ...] = ()  # checked stop strings
+    stop_at_end: bool | None = None  # None: stop at end-of-text if the model has it
     done: int = 0  # tokens sampled per row so far
-    states: np.ndarray | None = None  # (2 * layers, samples, units) between calls
+    states: np.ndarray | None = None  # (2 * layers, live rows, units) between calls
     feed: np.ndarray | None = None  # prompt ids still to read
     paused_since: float | None = None  # when the job began sitting out, while it does
     decoders: list = field(init=False)  # per row: UTF-8 across calls (byte pieces)
+    live: list[int] = field(init=False)  # the rows still going, in order
+    stops: RowStops | None = None  # set when the job joins the batch
 
     def __post_init__(self) -> None:
         self.settings = self.settings.resolved()  # one seed for all of the job's calls
         utf8 = codecs.getincrementaldecoder("utf-8")
         self.decoders = [utf8(errors="replace") for _ in range(self.rows)]
+        self.live = list(range(self.rows))
+
+    def stopped(self) -> list[str]:
+        """How each sample ended: `stop`, `end` or `length`."""
+        reasons = self.stops.reasons if self.stops is not None else [None] * self.rows
+        return [r or "length" for r in reasons]
+
+    def tokens(self) -> list[int]:
+        """Tokens each sample wrote (a stop string's or end-of-text token included)."""
+        if self.stops is None or not self.stops.active:
+            return [self.settings.length] * self.rows
+        return list(self.stops.tokens)
 
     @property
     def rows(self) -> int:
@@ -205,7 +165,7 @@ class Batcher:
     def stats(self) -> dict:
         """Counters for /healthz."""
         return {
-            "active_rows": sum(j.rows for j in self.active),
+            "active_rows": sum(len(j.live) for j in self.active),
             "waiting_requests": len(self.waiting),
             "calls": self.calls,
             **{f"{k}_requests": v for k, v in self.counts.items()},
@@ -242,7 +202,7 @@ class Batcher:
         """Finishes a job that is done, cancelled, past its deadline or stalled too long."""
         if job.cancelled:
             return self._finish(job, "cancelled")
-        if job.done >= job.settings.length:
+        if job.done >= job.settings.length or not job.live:
             return self._finish(job, "completed")
         if now > job.deadline:
             what = "the request ran past the server's --timeout; retry later or ask for less"
@@ -270,7 +230,7 @@ class Batcher:
         """Moves waiting jobs that fit into the batch and encodes their prompts."""
         with self._wake:  # clients that left or ran out of time while waiting free the queue
             self.waiting = [j for j in self.waiting if not self._ends(j, now)]
-            room = self.max_rows - sum(j.rows for j in self.active)
+            room = self.max_rows - sum(len(j.live) for j in self.active)
             joining = []
             while self.waiting and self.waiting[0].rows <= room:
                 job = self.waiting.pop(0)
@@ -282,8 +242,13 @@ class Batcher:
             except Exception as e:  # a prompt the graph tokenizer refuses fails its jobs only
                 return self._encode_alone(joining, e)
             for job, prompt_ids in zip(joining, ids, strict=True):
-                job.states, job.feed = self.backend.zero_states(job.rows), prompt_ids
+                self._begin(job, prompt_ids)
         return joining
+
+    def _begin(self, job: Job, ids: np.ndarray) -> None:
+        """A joining job's zero states, prompt and stop state."""
+        job.states, job.feed = self.backend.zero_states(job.rows), ids
+        job.stops = self.backend.row_stops(job.rows, job.stop, job.stop_at_end)
 
     def _encode_alone(self, jobs: list[Job], error: Exception) -> list[Job]:
         """Encodes each job's prompt alone; the ones that fail are finished."""
@@ -301,7 +266,7 @@ class Batcher:
         except Exception as e:
             self._fail(job, e)
             return []
-        job.states, job.feed = self.backend.zero_states(job.rows), ids
+        self._begin(job, ids)
         return [job]
 
     def _fail(self, job: Job, error: Exception) -> None:
@@ -325,14 +290,14 @@ class Batcher:
     def _warm_up(self, jobs: list[Job], tokens: int) -> None:
         """Reads the next `tokens` of each long prompt (all but its last block), in one call."""
         feeds = [j.feed[: min(tokens, len(j.feed) - self.backend.block)] for j in jobs]
-        feed_row = np.repeat(np.arange(len(jobs), dtype=np.int32), [j.rows for j in jobs])
+        feed_row = np.repeat(np.arange(len(jobs), dtype=np.int32), [len(j.live) for j in jobs])
         states = np.concatenate([j.states for j in jobs], axis=1)  # (2L, rows, units)
         _, states = self._call(feeds, feed_row, states, 0, jobs)
         states = states.numpy()  # (2L, rows, units)
         offset = 0
         for job, fed in zip(jobs, feeds, strict=True):
-            job.states, job.feed = states[:, offset : offset + job.rows], job.feed[len(fed) :]
-            offset += job.rows
+            job.states, job.feed = states[:, offset : offset + len(job.live)], job.feed[len(fed) :]
+            offset += len(job.live)
 
     def _sample(self, jobs: list[Job]) -> None:
         """One sampler call for these rows (new ones read the rest of their prompts); emits."""
@@ -340,20 +305,42 @@ class Batcher:
         for job in jobs:
             if len(job.feed):
                 feeds.append(job.feed)
-            feed_row += [len(feeds) - 1 if len(job.feed) else -1] * job.rows
+            feed_row += [len(feeds) - 1 if len(job.feed) else -1] * len(job.live)
         size = min(self.chunk, max(j.settings.length - j.done for j in jobs))
         states = np.concatenate([j.states for j in jobs], axis=1)  # (2L, rows, units)
         tokens, states = self._call(feeds, np.array(feed_row, np.int32), states, size, jobs)
         tokens, states = tokens.numpy(), states.numpy()  # (rows, block), (2L, rows, units)
         offset = 0
         for job in jobs:
-            rows = slice(offset, offset + job.rows)
-            offset += job.rows
+            rows = slice(offset, offset + len(job.live))
+            offset += len(job.live)
             job.states, job.feed = states[:, rows], job.feed[:0]
             take = min(size, job.settings.length - job.done)
             job.done += take
-            for i, row in enumerate(tokens[rows, :take]):
-                job.emit(i, job.text(i, b"".join(self.backend.pieces[t] for t in row)))
+            self._emit(job, tokens[rows, :take], job.done - take)
+
+    def _emit(self, job: Job, tokens: np.ndarray, before: int) -> None:
+        """Gives out the new text of a job's live rows, (live rows, size) tokens; with stops,
+        cut as `Generator` cuts it, and the rows that stopped leave."""
+
+        def decode(i: int, row: np.ndarray) -> str:
+            return job.text(i, b"".join(self.backend.pieces[t] for t in row))
+
+        if not job.stops.active:  # nothing to watch for: no cost
+            for i, row in zip(job.live, tokens, strict=True):
+                job.emit(i, decode(i, row))
+            return
+        every = np.zeros((job.rows, tokens.shape[1]), np.int32)  # (rows, size); stopped: unread
+        every[job.live] = tokens
+        texts = job.stops.step(every, before, decode)
+        if job.done >= job.settings.length:  # the cap: what the scanners held back
+            tails = job.stops.finish(job.settings.length, [""] * job.rows)
+            texts = [text + tail for text, tail in zip(texts, tails, strict=True)]
+        for i, text in enumerate(texts):
+            if text:
+                job.emit(i, text)
+        going = [k for k, i in enumerate(job.live) if job.stops.reasons[i] is None]
+        job.states, job.live = job.states[:, going], [job.live[k] for k in going]
 
     def _call(self, feeds: list, feed_row: np.ndarray, states, size: int, jobs: list[Job]):
         """The sampler on these jobs' rows: (tokens (rows, block), states)."""
@@ -361,7 +348,7 @@ class Batcher:
         feed = np.zeros((len(feeds), block), np.int32)  # (prompts, block)
         for k, ids in enumerate(feeds):
             feed[k, : len(ids)] = ids
-        rows = [(j.settings, j.done, i) for j in jobs for i in range(j.rows)]
+        rows = [(j.settings, j.done, i) for j in jobs for i in j.live]
 
         def column(get, dtype):
             return np.array([get(s, done, i) for s, done, i in rows], dtype)  # (rows,)

@@ -4,12 +4,19 @@
 functions, all traced once with fixed input signatures:
 
 - `generate` (the `serving_default` signature): `prompt` string[B], `length` int32[B],
-  `temperature` float32[B], `top_k` int32[B], `top_p` float32[B], `seed` int64[B] ->
-  `text` string[B] (the continuation), `tokens` int32[B]. Each row is its own request.
+  `temperature` float32[B], `top_k` int32[B], `top_p` float32[B], `seed` int64[B],
+  `stop` string[B, S] (each row's stop strings, "" padding; at most 8 of at most 64
+  characters), `stop_at_end` bool[B] (stop at the end-of-text token; a documents run's only)
+  -> `text` string[B] (the continuation, cut before its first stop string and at the
+  end-of-text token), `tokens` int32[B] (the stop string's or end-of-text token included),
+  `stopped` string[B] (`stop`, `end` or `length`). Each row is its own request; the loop ends
+  once every row has stopped. The rule is `Generator.samples`' (`graph_stops.py`).
 - `sampler`: `generate.build_sampler`'s function, the one compiled loop that `Generator` runs
   too (the server calls it block by block, so rows can join and leave a running batch).
 - `encode`: string[B] -> `ids` int32[B, N] (zero-padded) and `lengths` int32[B].
-- `metadata`: the tokenizer kind, every token's bytes, the block, layers and units.
+- `metadata`: the tokenizer kind, every token's bytes (an end-of-text token reads as the run's
+  document separator), the block, layers and units, the start and end-of-text ids and every
+  token's length in characters (what the server's batcher needs to stop rows itself).
 
 The tokenizer, char or sentencepiece, is `graph_tokenizer.GraphTokenizer`: core ops only, so
 loading needs TensorFlow alone (`tf.saved_model.load`, `saved_model_cli`, TF Serving).
@@ -17,6 +24,7 @@ loading needs TensorFlow alone (`tf.saved_model.load`, `saved_model_cli`, TF Ser
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import shutil
@@ -24,11 +32,13 @@ from pathlib import Path
 
 from textgen.core.errors import TextgenError
 from textgen.core.sampling_settings import MAX_TEMPERATURE, MIN_TEMPERATURE
+from textgen.data.documents import SEPARATORS
 from textgen.data.tokenizers import Tokenizer
 from textgen.generation.generate import BLOCK
 from textgen.generation.sampler import build_sampler
 from textgen.model.stepmodel import StepModel
 from textgen.run.rundir import RunDir
+from textgen.serving.graph_stops import check_stop_inputs, row_ends, stop_patterns
 from textgen.serving.graph_tokenizer import PieceSpec, graph_tokenizer_class
 
 SAVED_MODEL_FILE = "saved_model.pb"
@@ -51,19 +61,32 @@ def module_class():
             model: ids [batch, time] -> logits [batch, time, vocab] from `build_model`.
             tokenizer: The run's tokenizer (char or sentencepiece).
             block: Most tokens per sampler call.
+            separator: What an end-of-text token reads as when a row goes on past it (the
+                run's document separator, as `Generator` prints it).
         """
 
-        def __init__(self, model, tokenizer: Tokenizer, *, block: int = BLOCK) -> None:
+        def __init__(
+            self, model, tokenizer: Tokenizer, *, block: int = BLOCK, separator: str = "\n"
+        ) -> None:
             super().__init__(name="textgen")
             step = StepModel(model)
             self.step_variables = [step.table, step.dense_kernel, step.dense_bias]
             self.step_variables += [*step.recurrent, *step.kernels, *step.biases]
             self.block, self.layers, self.units = block, step.layers, step.units
             spec = PieceSpec.from_tokenizer(tokenizer)
+            eot = tokenizer.end_of_text_id
+            self.end_of_text = -1 if eot is None else int(eot)
+            if eot is not None:  # decoded as the separator, as `Generator._decode` does
+                pieces = list(spec.piece_bytes)
+                pieces[eot] = separator.encode("utf-8")
+                spec = dataclasses.replace(spec, piece_bytes=tuple(pieces))
             self.tokenizer = graph_tokenizer_class()(spec)
             self.piece_bytes = list(spec.piece_bytes)  # id -> bytes
+            self.char_lengths = [float(x) for x in tokenizer.token_char_lengths()]  # id -> chars
             newline = tokenizer.encode("\n")
             self.newline = int(newline[0]) if len(newline) == 1 and newline[0] else -1
+            # An empty prompt starts after a line break, or a documents run's new document.
+            self.start = self.newline if eot is None else self.end_of_text
             self.kind = tokenizer.kind
             self.sampler = build_sampler(step, block)
             self._step = step
@@ -76,7 +99,9 @@ def module_class():
 
         @tf.function(input_signature=[])
         def metadata(self):
-            """What a server needs: kind, pieces (id -> bytes), block, layers, units, newline."""
+            """What a server needs: kind, pieces (id -> bytes), block, layers, units, newline,
+            start (the id an empty prompt starts with, -1: none), end_of_text (-1: none) and
+            char_lengths (id -> characters, to count the tokens up to a stop string)."""
             return {
                 "kind": tf.constant(self.kind),
                 "pieces": tf.constant(self.piece_bytes, tf.string),
@@ -84,6 +109,9 @@ def module_class():
                 "layers": tf.constant(self.layers, tf.int32),
                 "units": tf.constant(self.units, tf.int32),
                 "newline": tf.constant(self.newline, tf.int32),
+                "start": tf.constant(self.start, tf.int32),
+                "end_of_text": tf.constant(self.end_of_text, tf.int32),
+                "char_lengths": tf.constant(self.char_lengths, tf.float32),
             }
 
         @tf.function(
@@ -94,15 +122,18 @@ def module_class():
                 tf.TensorSpec([None], tf.int32, name="top_k"),
                 tf.TensorSpec([None], tf.float32, name="top_p"),
                 tf.TensorSpec([None], tf.int64, name="seed"),
+                tf.TensorSpec([None, None], tf.string, name="stop"),
+                tf.TensorSpec([None], tf.bool, name="stop_at_end"),
             ]
         )
-        def generate(self, prompt, length, temperature, top_k, top_p, seed):
-            """One continuation per row: {text: string (B,), tokens: int32 (B,)}."""
-            prompt, length, temperature, top_k, top_p, seed = _check_inputs(
-                prompt, length, temperature, top_k, top_p, seed
+        def generate(self, prompt, length, temperature, top_k, top_p, seed, stop, stop_at_end):
+            """One continuation per row: {text: string (B,), tokens: int32 (B,), stopped:
+            string (B,)}."""
+            prompt, length, temperature, top_k, top_p, seed, stop, stop_at_end = _check_inputs(
+                prompt, length, temperature, top_k, top_p, seed, stop, stop_at_end
             )
             encoded = self.encode(prompt)
-            ids, lengths = _with_start(encoded["ids"], encoded["lengths"], self.newline)
+            ids, lengths = _with_start(encoded["ids"], encoded["lengths"], self.start)
             rows = tf.shape(prompt)[0]
             settings = {
                 "temperature": temperature,
@@ -113,10 +144,19 @@ def module_class():
             }
             states = tf.zeros([2 * self.layers, rows, self.units])  # (2 * layers, B, units)
             states = self._read(ids, lengths, states, settings)
-            tokens = self._sample(tf.reduce_max(tf.maximum(length, 0)), states, settings)
-            real = tf.range(tf.shape(tokens)[1])[None, :] < length[:, None]  # (B, total)
-            text = self.tokenizer.decode(tf.where(real, tokens, -1))  # (B,)
-            return {"text": text, "tokens": tf.maximum(length, 0)}
+            patterns = stop_patterns(stop)  # (B,)
+
+            def ends(tokens):  # how each row ends, from its tokens so far
+                return row_ends(
+                    tokens, length, stop_at_end, patterns, end_of_text=self.end_of_text,
+                    tokenizer=self.tokenizer,
+                )  # fmt: skip
+
+            def more(done, tokens):  # rows that stopped need no more tokens
+                return tf.reduce_any((ends(tokens)["stopped"] == "length") & (length > done))
+
+            total = tf.reduce_max(tf.maximum(length, 0))
+            return ends(self._sample(total, states, settings, more))
 
         def _read(self, ids, lengths, states, settings):
             """States after each row's prompt, read `block` tokens per sampler call."""
@@ -135,8 +175,9 @@ def module_class():
             longest = tf.reduce_max(lengths)
             return tf.while_loop(lambda offset, _: offset < longest, body, (0, states))[1]
 
-        def _sample(self, total, states, settings):
-            """(B, total) tokens, `block` per sampler call, states carried."""
+        def _sample(self, total, states, settings, more):
+            """(B, <= total) tokens, `block` per sampler call, states carried, while
+            `more(done, tokens)` (some row still needs tokens) and fewer than `total`."""
             block, rows = self.block, tf.shape(states)[1]
             no_feed = (tf.zeros([0, block], tf.int32), tf.zeros([0], tf.int32))
 
@@ -149,13 +190,14 @@ def module_class():
                 return done + size, states, tf.concat([out, tokens[:, :size]], axis=1)
 
             out = tf.zeros([rows, 0], tf.int32)  # (B, tokens so far)
+
             loop = tf.while_loop(
-                lambda done, *_: done < total,
+                lambda done, _, out: (done < total) & more(done, out),
                 body,
                 (0, states, out),
                 shape_invariants=(tf.TensorShape([]), states.shape, tf.TensorShape([None, None])),
             )
-            return loop[2]  # (B, total)
+            return loop[2]  # (B, <= total)
 
     return ExportModule
 
@@ -166,13 +208,14 @@ def _check_inputs(*inputs) -> tuple:
     graph's own dtypes; top-k above the vocabulary is clamped (by `generate`)."""
     import tensorflow as tf
 
-    prompt, length, temperature, top_k, top_p, _ = inputs
+    prompt, length, temperature, top_k, top_p, _, stop, stop_at_end = inputs
     rows = tf.shape(prompt)[0]
     names = ("length", "temperature", "top_k", "top_p", "seed")
     checks = [
         tf.debugging.assert_equal(tf.shape(value)[0], rows, f"{name} must have one per prompt")
-        for name, value in zip(names, inputs[1:], strict=True)
+        for name, value in zip(names, inputs[1:6], strict=True)
     ]
+    checks += check_stop_inputs(stop, stop_at_end, rows)
     checks += [
         tf.debugging.assert_non_negative(length, "length must be >= 0"),
         tf.debugging.assert_greater_equal(temperature, 0.0, "temperature must be >= 0"),
@@ -191,15 +234,16 @@ def _check_inputs(*inputs) -> tuple:
         return tuple(tf.identity(x) for x in inputs)
 
 
-def _with_start(ids, lengths, newline: int):
-    """An empty prompt starts after a line break (when the vocabulary has one), as `Generator`."""
+def _with_start(ids, lengths, start: int):
+    """An empty prompt starts after a line break (when the vocabulary has one), or for a
+    documents run after an end-of-text token, as `Generator`."""
     import tensorflow as tf
 
-    if newline < 0:
+    if start < 0:
         return ids, lengths
     empty = lengths == 0  # (B,)
-    ids = tf.pad(ids, [[0, 0], [0, 1]])  # (B, N + 1): room for the newline
-    first = tf.where(empty, newline, ids[:, 0])
+    ids = tf.pad(ids, [[0, 0], [0, 1]])  # (B, N + 1): room for the start token
+    first = tf.where(empty, start, ids[:, 0])
     ids = tf.concat([first[:, None], ids[:, 1:]], axis=1)
     return ids, tf.where(empty, 1, lengths)
 
@@ -214,7 +258,8 @@ def build_module(run_dir: str | Path, checkpoint: str = "best", *, block: int = 
     run.resolve_checkpoint(checkpoint)
     tokenizer = run.load_tokenizer()
     PieceSpec.from_tokenizer(tokenizer)  # refuses what the graph cannot hold, before TF work
-    return module_class()(run.load_model(checkpoint), tokenizer, block=block)
+    separator = SEPARATORS.get(run.load_config().data.documents, "\n")
+    return module_class()(run.load_model(checkpoint), tokenizer, block=block, separator=separator)
 
 
 def export(

@@ -4,7 +4,8 @@ Nothing a client sends reaches the model unchecked, and no body makes the server
 that is not `application/json` is 415; one over `MAX_BODY` bytes is 413; JSON with an integer
 of more than `MAX_DIGITS` digits or nested deeper than `MAX_DEPTH` is refused before Python's
 parser could raise (a 400, never a 500); every sampling field goes through
-`core.sampling_settings.check_sampling` in the dtypes the graph uses.
+`core.sampling_settings.check_sampling` in the dtypes the graph uses; stop strings go through
+`generation.stops.check_stops` (at most 8, of at most 64 characters).
 """
 
 from __future__ import annotations
@@ -16,14 +17,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from textgen.core.errors import TextgenError
 from textgen.core.sampling_settings import SamplingSettingError, SamplingSettings, check_sampling
 from textgen.data.tokenizers import unknown_chars_message
+from textgen.generation.stops import check_stops
 
 MAX_BODY = 64 * 1024  # bytes of a request body: a 64 KB prompt, and no more
 MAX_DEPTH = 8  # nesting of JSON arrays and objects (a predict body needs 3)
 MAX_DIGITS = 40  # digits of a JSON integer (an int64 has 19; Python's own limit is 4,300)
 BODY_SECONDS = 10.0  # to send the whole body once the headers are in (slow senders: 408)
-FIELDS = ("prompt", "length", "temperature", "top_k", "top_p", "seed", "num_samples")
+SAMPLING = ("length", "temperature", "top_k", "top_p", "seed", "num_samples")
+FIELDS = ("prompt", *SAMPLING, "stop", "stop_at_end", "novelty")
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')  # a JSON string (brackets inside do not nest)
 
 
@@ -44,9 +48,29 @@ class Limits:
     timeout: float = 120.0  # seconds from arrival to the last token (503 after)
 
 
+@dataclass(frozen=True)
+class Request:
+    """A checked request.
+
+    Attributes:
+        prompt: The text to continue.
+        settings: Checked, with a seed (top-k clamped to the vocabulary).
+        stop: Stop strings (checked; a sample stops after the first it writes, cut from it).
+        stop_at_end: Stop at the end-of-text token; None: the model's default (yes for a
+            documents run).
+        novelty: Report what of each sample occurs in the run's training split.
+    """
+
+    prompt: str
+    settings: SamplingSettings
+    stop: tuple[str, ...] = ()
+    stop_at_end: bool | None = None
+    novelty: bool = False
+
+
 def check_request(
-    body, backend, limits: Limits, *, fields: tuple[str, ...] = FIELDS
-) -> tuple[str, SamplingSettings]:
+    body, backend, limits: Limits, *, fields: tuple[str, ...] = FIELDS, padding: bool = False
+) -> Request:
     """A request object (parsed JSON) checked against the model and the limits.
 
     Args:
@@ -54,10 +78,10 @@ def check_request(
         backend: The model (`batcher.Backend`): its vocabulary.
         limits: The server's limits.
         fields: The fields this route takes (besides `allow_unknown`).
+        padding: Empty stop strings are padding (TF Serving's rectangular inputs), not errors.
 
     Returns:
-        The prompt and its checked settings (top-k clamped to the vocabulary, a seed drawn when
-        none was sent).
+        The request, checked.
 
     Raises:
         BadRequest: naming the field at fault.
@@ -86,7 +110,7 @@ def check_request(
             '(send "allow_unknown": true to feed them as the unknown token)'
         )
     defaults = SamplingSettings(length=200)  # 200 tokens: a paragraph, a fraction of a second
-    given = {k: _whole(body[k]) for k in FIELDS[1:] if k in body}
+    given = {k: _whole(body[k]) for k in SAMPLING if k in body}
     try:
         settings = check_sampling(
             SamplingSettings(**{**defaults.__dict__, **given}),
@@ -96,7 +120,37 @@ def check_request(
         )
     except SamplingSettingError as e:
         raise BadRequest(e.what) from None
-    return prompt, settings.resolved()
+    flags = {k: _flag(body, k) for k in ("stop_at_end", "novelty")}
+    return Request(
+        prompt, settings.resolved(), _stops(body.get("stop", []), padding=padding),
+        flags["stop_at_end"], bool(flags["novelty"]),
+    )  # fmt: skip
+
+
+def _flag(body: dict, name: str) -> bool | None:
+    """A true/false field (None when absent)."""
+    value = body.get(name)
+    if value is not None and not isinstance(value, bool):
+        raise BadRequest(f"{name} must be true or false")
+    return value
+
+
+def _stops(value, *, padding: bool) -> tuple[str, ...]:
+    """The `stop` field: a string or a list of strings, checked by `check_stops`."""
+    value = [value] if isinstance(value, str) else value
+    if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
+        raise BadRequest("stop must be a list of strings")
+    if padding:
+        value = [s for s in value if s]
+    for s in value:
+        try:
+            s.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadRequest("stop is not valid Unicode (a lone surrogate)") from None
+    try:
+        return check_stops(value)
+    except TextgenError as e:
+        raise BadRequest(f"stop: {e.what}") from None
 
 
 def _whole(value):

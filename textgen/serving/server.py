@@ -5,9 +5,12 @@ Routes: `POST /v1/generate`, `POST /v1/stream` (SSE), `POST /v1/models/textgen:p
 {...}}`), `GET /` (static/index.html), `GET /healthz`. Every request is checked in Python
 (`requests.py`) before it reaches the model; a bad one is HTTP 400 (413, 415, 408) with
 `{"error": "<one line>"}`. Requests become `batcher.Job`s, so concurrent requests share
-compiled calls. Overload is explicit: a full wait queue or a request past its deadline is 503
-with `Retry-After`. A client that leaves (any route) frees its rows at the next call; a stream
-whose client reads nothing sits out calls and is dropped after the stall timeout.
+compiled calls; a sample that writes a stop string or the end-of-text token leaves the batch,
+and the answers say how each ended (`stopped`) and its `tokens`. `"novelty": true` adds a
+report per sample (`data.novelty`), from the served run's index: a run dir only. Overload is
+explicit: a full wait queue or a request past its deadline is 503 with `Retry-After`. A client
+that leaves (any route) frees its rows at the next call; a stream whose client reads nothing
+sits out calls and is dropped after the stall timeout.
 """
 
 from __future__ import annotations
@@ -15,15 +18,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import threading
 import time
 from importlib import resources
 
-from textgen.core.sampling_settings import SamplingSettings
+from textgen.core.errors import TextgenError
+from textgen.data.novelty import NoveltyIndex
 from textgen.serving.batcher import Backend, Batcher, Job, JobError, Overloaded
 from textgen.serving.requests import (
     FIELDS,
     BadRequest,
     Limits,
+    Request,
     check_request,
     columns_to_rows,
     read_json,
@@ -44,11 +50,14 @@ class ClientStream:
     unread, the job sits out calls (`Job.paused`) until the client reads.
     """
 
-    def __init__(self, prompt: str, settings: SamplingSettings, *, limits: Limits) -> None:
+    def __init__(self, request: Request, *, limits: Limits) -> None:
         loop = asyncio.get_running_loop()
+        settings = request.settings
+        self.request = request
         self.queue: asyncio.Queue = asyncio.Queue()
         self.texts = [""] * settings.num_samples
         self.settings = settings
+        self.novelty: list[dict] | None = None  # the reports, when asked for and made
         self.started = time.perf_counter()
         self.sent = self.taken = 0  # events put (worker thread) and taken (event loop)
 
@@ -60,9 +69,10 @@ class ClientStream:
             put(("text", i, text))
 
         self.job = Job(
-            prompt=prompt, settings=settings, emit=emit, finish=lambda err: put(("end", err)),
-            deadline=time.monotonic() + limits.timeout,
+            prompt=request.prompt, settings=settings, emit=emit,
+            finish=lambda err: put(("end", err)), deadline=time.monotonic() + limits.timeout,
             paused=lambda: self.sent - self.taken >= STREAM_BUFFER * settings.num_samples,
+            stop=request.stop, stop_at_end=request.stop_at_end,
         )  # fmt: skip
 
     async def events(self):
@@ -91,10 +101,66 @@ class ClientStream:
         return self.texts
 
     def summary(self) -> dict:
-        """Tokens, seed and seconds, as the responses report them."""
-        return {"tokens": [self.settings.length] * self.settings.num_samples,
-                "seed": self.settings.seed,
-                "seconds": round(time.perf_counter() - self.started, 4)}  # fmt: skip
+        """Tokens, stop reasons, seed, seconds (and novelty reports), as the answers say."""
+        out = {"tokens": self.job.tokens(), "stopped": self.job.stopped(),
+               "seed": self.settings.seed,
+               "seconds": round(time.perf_counter() - self.started, 4)}  # fmt: skip
+        if self.novelty is not None:
+            out["novelty"] = self.novelty
+        return out
+
+
+class Novelty:
+    """The served run's novelty index, opened (its suffix array built) on first use.
+
+    Args:
+        backend: The model; novelty needs `backend.run` (a run dir, not an export).
+    """
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self._index: NoveltyIndex | None = None
+        self._lock = threading.Lock()  # one build, however many requests ask at once
+
+    async def ready(self) -> None:
+        """Opens the index (in a thread: a first build reads the whole training split).
+
+        Raises:
+            BadRequest: an export (no index), or a run whose index is gone.
+        """
+        if self.backend.run is None:
+            raise BadRequest("novelty needs a run dir whose index exists; this server serves "
+                             "an export (serve the run dir instead)")  # fmt: skip
+        if self._index is None:
+            await asyncio.to_thread(self._open)
+
+    def _open(self) -> None:
+        with self._lock:
+            if self._index is not None:
+                return
+            try:
+                self._index = NoveltyIndex.for_run(self.backend.run)
+            except TextgenError as e:
+                raise BadRequest(f"novelty: {e.line()}") from None
+
+    async def report(self, streams: list[ClientStream]) -> None:
+        """Sets the novelty reports of the streams that asked (binary searches in a thread)."""
+        asked = [s for s in streams if s.request.novelty]
+
+        def run() -> None:
+            for stream in asked:
+                stream.novelty = [self._index.report(text) for text in stream.texts]
+
+        if asked:
+            await asyncio.to_thread(run)
+
+
+def _prediction(text: str, summary: dict) -> dict:
+    """One predict answer: the text, its tokens and stop reason (and novelty when asked)."""
+    out = {"text": text, "tokens": summary["tokens"][0], "stopped": summary["stopped"][0]}
+    if "novelty" in summary:
+        out["novelty"] = summary["novelty"][0]
+    return out
 
 
 def _raise_for(error: JobError | None) -> None:
@@ -146,6 +212,7 @@ def create_app(backend: Backend, *, limits: Limits | None = None, **batcher_args
 
     limits = limits or Limits()
     batcher = Batcher(backend, **batcher_args)
+    novelty = Novelty(backend)
     page = (
         resources.files("textgen.serving").joinpath("static/index.html").read_text(encoding="utf-8")
     )
@@ -153,24 +220,31 @@ def create_app(backend: Backend, *, limits: Limits | None = None, **batcher_args
     def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status, headers=headers)
 
+    async def checked(bodies: list, **options) -> list[ClientStream]:
+        """Each request checked (the novelty index opened if asked), as a stream, queued."""
+        requests = [check_request(b, backend, limits, **options) for b in bodies]
+        if any(r.novelty for r in requests):
+            await novelty.ready()
+        streams = [ClientStream(r, limits=limits) for r in requests]
+        submit(batcher, streams)
+        return streams
+
     async def generate(request):
         refuse_if_full(batcher)
-        stream = ClientStream(*check_request(await read_json(request), backend, limits),
-                              limits=limits)  # fmt: skip
-        submit(batcher, [stream])
+        [stream] = await checked([await read_json(request)])
         [texts] = await until_done(request, [stream])
+        await novelty.report([stream])
         return JSONResponse({"texts": texts, **stream.summary()})
 
     async def stream(request):
         refuse_if_full(batcher)
-        client = ClientStream(*check_request(await read_json(request), backend, limits),
-                              limits=limits)  # fmt: skip
-        submit(batcher, [client])
+        [client] = await checked([await read_json(request)])
 
         async def events():
             try:
                 async for index, text in client.events():
                     yield f"data: {json.dumps({'index': index, 'text': text})}\n\n"
+                await novelty.report([client])
             except (Unavailable, RuntimeError) as e:
                 yield f"event: error\ndata: {json.dumps({'error': str(e)})}\n\n"
                 return
@@ -193,15 +267,15 @@ def create_app(backend: Backend, *, limits: Limits | None = None, **batcher_args
             raise BadRequest(f"at most {limits.max_samples} instances per request")
         rows = [{"prompt": r} if isinstance(r, str) else r for r in rows]
         one_each = tuple(f for f in FIELDS if f != "num_samples")  # one text per instance
-        checked = [check_request(r, backend, limits, fields=one_each) for r in rows]
-        streams = [ClientStream(*c, limits=limits) for c in checked]
-        submit(batcher, streams)
+        streams = await checked(rows, fields=one_each, padding=True)  # "" pads stop rows
         texts = await until_done(request, streams)
-        preds = [{"text": t[0], "tokens": s.settings.length}
-                 for t, s in zip(texts, streams, strict=True)]  # fmt: skip
+        await novelty.report(streams)
+        preds = [_prediction(t[0], s.summary()) for t, s in zip(texts, streams, strict=True)]
         if "instances" in body:
             return JSONResponse({"predictions": preds})
-        return JSONResponse({"outputs": {k: [p[k] for p in preds] for k in ("text", "tokens")}})
+        keys = ["text", "tokens", "stopped", *(["novelty"] if any("novelty" in p for p in preds)
+                                               else [])]  # fmt: skip
+        return JSONResponse({"outputs": {k: [p.get(k) for p in preds] for k in keys}})
 
     async def index(request):
         return HTMLResponse(page)

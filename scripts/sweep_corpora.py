@@ -18,12 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from textgen.core.hardware import describe_machine
 
 REPO = Path(__file__).resolve().parent.parent
 CORPORA = {  # name -> path; all but kjv are built by scripts/make_corpora.py
@@ -40,24 +41,16 @@ CANDIDATES = {  # overrides of configs/base.yaml
     "cosine_floor0": ["train.min_lr_ratio=0.0"],
     "warmup30": ["train.warmup_steps=30"],
     "warmup300": ["train.warmup_steps=300"],
-    "bf16": ["train.precision=mixed_bfloat16"],
-    "bf16_lr4e-3": ["train.precision=mixed_bfloat16", "train.learning_rate=0.004"],
+    "f32": ["train.precision=float32"],  # base.yaml before bf16 became auto's choice
+    "bf16": ["train.precision=mixed_bfloat16"],  # what auto picks on a CPU with bf16 units
     "lr4e-3": ["train.learning_rate=0.004"],
     "emb32": ["model.embedding_dim=32"],
     "emb128": ["model.embedding_dim=128"],
+    "2x448": ["model.units=448"],
     "2x512": ["model.units=512"],
     "2x256": ["model.units=256"],
     "t96": ["windows.maxlen=96", "windows.step=96"],
 }
-
-
-def machine() -> str:
-    """The CPU model, its core count and whether it has AVX512-BF16 / AMX."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines()
-                  if ln.startswith("model name")), platform.processor())  # fmt: skip
-    flags = [f for f in ("avx512_bf16", "amx_bf16") if f in info]
-    return f"{model}, {os.cpu_count()} cores, {' '.join(flags) or 'no bf16 units'}"
 
 
 def command(candidate: str, corpus: str, seconds: float, workdir: Path) -> list[str]:
@@ -138,8 +131,8 @@ def main() -> None:
         rows += batch
         for row in batch:
             print(json.dumps(row), file=sys.stderr, flush=True)
-    print(json.dumps({"sweep": "corpora", "machine": machine(), "seconds_each": args.seconds,
-                      "pair": args.pair, "rows": rows,
+    print(json.dumps({"sweep": "corpora", "machine": describe_machine(),
+                      "seconds_each": args.seconds, "pair": args.pair, "rows": rows,
                       "summary": summary(rows, candidates[0])}))  # fmt: skip
 
 

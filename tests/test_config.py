@@ -304,15 +304,34 @@ def test_a_bad_duration_names_the_key_and_the_forms(text):
         load_config(None, [f"train.max_time={text}"])
 
 
-def test_precision_auto_is_float32_and_the_old_key_still_loads(tmp_path):
+def test_precision_auto_is_bf16_on_a_bf16_cpu_without_gpu_and_the_old_key_still_loads():
     from textgen.core.config import precision_policy
+    from textgen.core.hardware import cpu_bf16_units
 
-    assert precision_policy(load_config(None).train) == "float32"
+    auto = load_config(None).train
+    assert auto.precision == "auto"
+    assert precision_policy(auto) == ("mixed_bfloat16" if cpu_bf16_units() else "float32")
+    assert precision_policy(auto, gpus=1) == "float32"  # not measured on a GPU: the safe policy
     forced = load_config(None, ["train.precision=mixed_bfloat16"]).train
     assert precision_policy(forced) == "mixed_bfloat16"
     # A run dir saved before the key was renamed (train.mixed_precision) still loads.
     saved = load_config(None, (), base={"train": {"mixed_precision": "mixed_float16"}})
     assert saved.train.precision == "mixed_float16"
+
+
+@pytest.mark.parametrize(
+    "flags, units",
+    [
+        ("fpu sse avx2 avx512f", ()),
+        ("fpu avx512f avx512_bf16 avx512_vnni", ("avx512_bf16",)),
+        ("fpu avx512_bf16 amx_bf16 amx_tile", ("avx512_bf16", "amx_bf16")),
+    ],
+)
+def test_bf16_units_are_read_from_the_cpu_flags(flags, units):
+    from textgen.core.hardware import cpu_bf16_units
+
+    cpuinfo = f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n\n"
+    assert cpu_bf16_units(cpuinfo) == units
 
 
 # --- memory estimate --------------------------------------------------------------------------

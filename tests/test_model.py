@@ -151,3 +151,23 @@ def test_lstm_kernel_picks_the_layer_class_with_the_same_weights(kernel):
     assert all(isinstance(layer, LeanLSTM) == (kernel != "keras") for layer in lstms)
     paths = [v.path for v in model.weights]
     assert paths == [v.path for v in build_model(TINY, VOCAB).weights]
+
+
+def test_a_bf16_model_is_saved_as_a_float32_twin_with_the_same_weights():
+    from textgen.model.build import float32_copy
+
+    cfg = ModelConfig(embedding_dim=8, units=16, layers=2)
+    previous = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        trained = build_model(cfg, 20)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    twin = float32_copy(trained, cfg)
+    assert {layer.dtype_policy.name for layer in twin.layers} == {"float32"}
+    for a, b in zip(trained.get_weights(), twin.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    ids = np.arange(12, dtype=np.int32).reshape(2, 6)  # (batch, time)
+    np.testing.assert_allclose(twin(ids), trained(ids), atol=0.05)  # bf16 rounding apart
+    plain = build_model(cfg, 20)
+    assert float32_copy(plain, cfg) is plain  # a float32 model is saved as it is

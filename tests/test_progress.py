@@ -49,7 +49,16 @@ def test_after_a_resume_rate_and_eta_count_only_this_processs_steps() -> None:
 
     out = io.StringIO()
     printer = _Printer(stream=out, enabled=True)
-    printer("resume", checkpoint="ckpt-1000", step=1000, epoch=2, batch=0, total=2000, notes=[])
+    printer(
+        "resume",
+        checkpoint="ckpt-1000",
+        step=1000,
+        epoch=2,
+        batch=0,
+        total=2000,
+        notes=[],
+        precision="float32",
+    )
     printer.train_bar.start -= 10.0  # this process has trained for 10 s since it resumed
     printer("progress", step=1010, total=2000, loss=1.5, chars_per_sec=100.0, epoch=2)
     line = out.getvalue()

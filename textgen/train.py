@@ -15,6 +15,12 @@ from textgen.run.rundir import RunDir
 from textgen.training.init_from import check_model_overrides, model_shape_config
 from textgen.training.trainer import StopFlag, train
 
+_PRECISION_WORDS = {  # train.precision, as the start line says it
+    "float32": "float32",
+    "mixed_bfloat16": "bf16 matmuls (float32 weights and gate math)",
+    "mixed_float16": "float16 matmuls (float32 weights, loss scaling)",
+}
+
 
 class _Printer:
     """Turns trainer events into a progress line on a terminal and log lines everywhere.
@@ -47,10 +53,10 @@ class _Printer:
         self.index_bar.close()
         print(describe_index(index, built=built))
 
-    def on_start(self, steps: int | None, budget: str, params: int) -> None:
+    def on_start(self, steps: int | None, budget: str, params: int, precision: str) -> None:
         self.train_bar = self._train_bar(steps, 0)
         planned = f"{steps:,} steps ({budget})" if steps else f"for a {budget}"
-        print(f"training {planned}, {params:,} parameters")
+        print(f"training {planned}, {params:,} parameters, {_PRECISION_WORDS[precision]}")
 
     def on_init(self, run_dir: str, checkpoint: str, weights: str, vocab: int,
                 new_tokens: list[str]) -> None:  # fmt: skip
@@ -64,9 +70,10 @@ class _Printer:
               "changes", flush=True)  # fmt: skip
 
     def on_resume(self, checkpoint: str, step: int, epoch: int, batch: int, total: int,
-                  notes: list) -> None:  # fmt: skip
+                  notes: list, precision: str) -> None:  # fmt: skip
         self.train_bar = self._train_bar(total, step)
-        print(f"resuming from {checkpoint}: step {step:,}, epoch {epoch}, batch {batch}")
+        print(f"resuming from {checkpoint}: step {step:,}, epoch {epoch}, batch {batch}; "
+              f"{_PRECISION_WORDS[precision]}")  # fmt: skip
         for note in notes:
             print(f"  changed since the last run: {note}")
 

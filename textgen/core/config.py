@@ -18,6 +18,7 @@ import yaml
 
 from textgen.core.errors import ConfigError
 from textgen.core.filewrite import write_atomic
+from textgen.core.hardware import auto_precision
 from textgen.core.memory import available_memory_bytes
 from textgen.core.sampling_settings import SamplingSettingError, SamplingSettings, check_sampling
 
@@ -103,8 +104,9 @@ class TrainConfig:
     patience: int = 0  # evaluations without val improvement before stopping; 0: never stop early
     steps_per_call: int = 10  # train steps per tf.function call, to cut Python overhead
     distribute: Literal["auto", "none", "mirrored", "multi_worker"] = "auto"
-    # auto is float32: on this CPU bf16 trains faster per step but reaches no lower bpc in equal
-    # time, and no GPU was measured (docs/benchmarks.md, "Precision"); the others force a policy.
+    # auto: bf16 matmuls (float32 weights and gate math) on a CPU with AVX512-BF16 or AMX, where
+    # they won the 600-s sweep on every corpus; float32 elsewhere (docs/benchmarks.md, "Precision,
+    # again"). The others force a policy.
     precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
     fresh: bool = False  # true: ignore checkpoints in out_dir and start over
     # Fine-tuning: a run dir (its best weights), or RUN/checkpoints/ckpt-N, to start from instead
@@ -240,9 +242,16 @@ def load_config(
 _RENAMED = (("train", "mixed_precision", "precision"),)  # (section, old key, new key)
 
 
-def precision_policy(train_cfg: TrainConfig) -> str:
-    """The Keras mixed-precision policy `train.precision` stands for (auto: float32)."""
-    return "float32" if train_cfg.precision == "auto" else train_cfg.precision
+def precision_policy(train_cfg: TrainConfig, *, gpus: int = 0) -> str:
+    """The Keras mixed-precision policy `train.precision` stands for on this machine.
+
+    Args:
+        train_cfg: The train section.
+        gpus: GPUs TensorFlow sees; `auto` picks by them and the CPU (`auto_precision`).
+    """
+    if train_cfg.precision == "auto":
+        return auto_precision(gpus=gpus)
+    return train_cfg.precision
 
 
 def _read_yaml(path: str | Path) -> Any:

@@ -54,6 +54,30 @@ def build_model(
     return keras.Model(model_inputs, logits, name=name)
 
 
+def float32_copy(model: keras.Model, model_cfg: ModelConfig) -> keras.Model:
+    """The model itself when it computes in float32, else a float32 twin holding its weights.
+
+    Mixed precision is how a run trains, not what its model is: model.keras is saved in float32
+    so that it evaluates, samples and fine-tunes alike on any machine (the weights are float32
+    masters either way).
+
+    Args:
+        model: A `build_model` model (ids input), under any dtype policy.
+        model_cfg: Its model section.
+    """
+    policies = {layer.dtype_policy.name for layer in model.layers}
+    if policies <= {"float32"}:
+        return model
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        twin = build_model(model_cfg, model.output_shape[-1], name=model.name)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    twin.set_weights(model.get_weights())
+    return twin
+
+
 def lstm_layer(model_cfg: ModelConfig, *, name: str) -> keras.layers.LSTM:
     """One LSTM of the stack: `keras.layers.LSTM`, or `LeanLSTM` (same weights) by lstm_kernel."""
     kwargs = {

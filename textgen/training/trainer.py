@@ -124,6 +124,7 @@ def train(
     chief = is_chief(strategy)
     lock = run.lock() if chief else None  # one writer per run dir; a second `train` is refused
     import keras
+    import tensorflow as tf
 
     policy = keras.mixed_precision.global_policy()
     # Non-chief workers must save too (saving may run collectives), but to a scratch dir.
@@ -134,7 +135,8 @@ def train(
         run.prepare()  # every worker: the chief writes here, the others read its checkpoints
         candidates = run.checkpoint_prefixes()  # newest first, damaged ones included
         notes = check_resumable(run, cfg, index) if candidates else []
-        keras.mixed_precision.set_global_policy(precision_policy(cfg.train))
+        precision = precision_policy(cfg.train, gpus=len(tf.config.list_physical_devices("GPU")))
+        keras.mixed_precision.set_global_policy(precision)
         session = TrainSession(cfg, data, strategy=strategy,
                                checkpoint_dir=scratch or run.checkpoints)  # fmt: skip
         restored = session.checkpoint.restore_newest(candidates, where=str(run.checkpoints))
@@ -152,10 +154,11 @@ def train(
         loop = _Loop(session, run, emit, chief=chief)
         if restored.path:
             emit("resume", checkpoint=restored.path, step=counters.step, epoch=counters.epoch,
-                 batch=counters.batch, total=loop.total_steps(counters), notes=notes)  # fmt: skip
+                 batch=counters.batch, total=loop.total_steps(counters), notes=notes,
+                 precision=precision)  # fmt: skip
         else:
             emit("start", steps=loop.total_steps(counters), budget=loop.describe_budget(),
-                 params=session.model.count_params())  # fmt: skip
+                 params=session.model.count_params(), precision=precision)  # fmt: skip
         return loop.run(counters, stop)
     finally:
         keras.mixed_precision.set_global_policy(policy)  # leave the process as it was
@@ -354,7 +357,10 @@ class _Loop:
         return record
 
     def _save_best_model(self) -> None:
-        self.run_dir.save_model(self.session.model)
+        from textgen.model.build import float32_copy  # keras: loaded once training runs
+
+        model = self.session.model
+        self.run_dir.save_model(float32_copy(model, self.session.cfg.model))  # any machine's
 
     def _write_samples(self, counters: TrainCounters) -> None:
         """Appends samples at the configured temperatures to samples.txt."""

@@ -36,11 +36,11 @@ VOCAB, EMBEDDING, UNITS, LAYERS = 84, 64, 256, 2
 DEFAULT_VARIANTS = "keras,keras+xla,lean,lean+xla"
 
 
-def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
-    """Median float32 FLOP/s of one `tf.matmul` of two n x n matrices, now."""
+def matmul_peak(n: int = 2048, repeats: int = 5, dtype: str = "float32") -> float:
+    """Median FLOP/s of one `tf.matmul` of two n x n matrices of `dtype`, now."""
     import tensorflow as tf
 
-    a = tf.random.normal([n, n])
+    a = tf.cast(tf.random.normal([n, n]), dtype)
     tf.matmul(a, a).numpy()
     times = []
     for _ in range(repeats):
@@ -131,15 +131,19 @@ def bench_shape(variants, batch: int, length: int, rounds: int) -> dict:
         seconds_per_step(fn, x, y, 1)
     per_round = max(2, round(1.0 / seconds_per_step(steps[variants[0]], x, y, 1)))
     times: dict[str, list[float]] = {v: [] for v in variants}
-    peaks = []
+    peaks: dict[str, list[float]] = {"float32": [], "bfloat16": []}
     for _ in range(rounds):
-        peaks.append(matmul_peak(repeats=2))  # the peak drifts with the machine's load too
+        for dtype, measured in peaks.items():  # the peak drifts with the machine's load too
+            measured.append(matmul_peak(repeats=2, dtype=dtype))
         for v in variants:
             times[v].append(seconds_per_step(steps[v], x, y, per_round))
-    peak = statistics.median(peaks)
+    peak = {dtype: statistics.median(measured) for dtype, measured in peaks.items()}
     cfg = ModelConfig(embedding_dim=EMBEDDING, units=UNITS, layers=LAYERS)
     flops = train_flops_per_token(cfg, VOCAB) * batch * length
-    rows = {"matmul_peak_gflops": round(peak / 1e9, 1)}
+    rows = {
+        "matmul_peak_gflops": round(peak["float32"] / 1e9, 1),
+        "bf16_matmul_peak_gflops": round(peak["bfloat16"] / 1e9, 1),
+    }
     base = statistics.median(times[variants[0]])
     for v in variants:
         t = statistics.median(times[v])
@@ -147,8 +151,10 @@ def bench_shape(variants, batch: int, length: int, rounds: int) -> dict:
             "updates_per_s": round(1 / t, 2),
             "chars_per_s": round(batch * length / t),
             "vs_first": round(base / t, 2),
-            "fraction_of_matmul_peak": round(flops / t / peak, 3),
+            "fraction_of_matmul_peak": round(flops / t / peak["float32"], 3),
         }
+        if v.endswith("/bf16"):  # its own dtype's peak too
+            rows[v]["fraction_of_bf16_matmul_peak"] = round(flops / t / peak["bfloat16"], 3)
     return rows
 
 
@@ -196,6 +202,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 rounds instead of 7")
     parser.add_argument("--shapes", default="16x64,32x64,64x128", help="batch x time list")
+    parser.add_argument("--units", type=int, default=UNITS, help="LSTM width (base.yaml: 384)")
     parser.add_argument("--variants", default=DEFAULT_VARIANTS, help="comma-separated")
     parser.add_argument("--ops", action="store_true", help="also count loop-body ops")
     parser.add_argument(
@@ -203,6 +210,8 @@ def main() -> None:
     )
     parser.add_argument("--workdir", default=None, help="--trainer's corpus, index and runs")
     args = parser.parse_args()
+    global UNITS
+    UNITS = args.units
     import tensorflow as tf
 
     variants = args.variants.split(",")

@@ -199,6 +199,7 @@ def trainer_rows(shapes: list[str], rounds: int, workdir: Path) -> dict:
 
 def main() -> None:
     """Runs every shape and prints one JSON object."""
+    global UNITS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 rounds instead of 7")
     parser.add_argument("--shapes", default="16x64,32x64,64x128", help="batch x time list")
@@ -210,7 +211,6 @@ def main() -> None:
     )
     parser.add_argument("--workdir", default=None, help="--trainer's corpus, index and runs")
     args = parser.parse_args()
-    global UNITS
     UNITS = args.units
     import tensorflow as tf
 

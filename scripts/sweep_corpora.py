@@ -42,6 +42,7 @@ CANDIDATES = {  # overrides of configs/base.yaml
     "warmup30": ["train.warmup_steps=30"],
     "warmup300": ["train.warmup_steps=300"],
     "f32": ["train.precision=float32"],  # base.yaml before bf16 became auto's choice
+    "old_base": ["train.precision=float32", "train.learning_rate=0.003"],  # before issue 21
     "bf16": ["train.precision=mixed_bfloat16"],  # what auto picks on a CPU with bf16 units
     "lr4e-3": ["train.learning_rate=0.004"],
     "emb32": ["model.embedding_dim=32"],

@@ -105,8 +105,8 @@ class TrainConfig:
     steps_per_call: int = 10  # train steps per tf.function call, to cut Python overhead
     distribute: Literal["auto", "none", "mirrored", "multi_worker"] = "auto"
     # auto: bf16 matmuls (float32 weights and gate math) on a CPU with AVX512-BF16 or AMX, where
-    # they won the 600-s sweep on every corpus; float32 elsewhere (docs/benchmarks.md, "Precision,
-    # again"). The others force a policy.
+    # they won the 600-s sweep on every corpus; float32 elsewhere (docs/benchmarks.md, "part 3").
+    # The others force a policy.
     precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
     fresh: bool = False  # true: ignore checkpoints in out_dir and start over
     # Fine-tuning: a run dir (its best weights), or RUN/checkpoints/ckpt-N, to start from instead

@@ -55,8 +55,8 @@ def auto_precision(*, gpus: int) -> str:
     """The Keras policy `train.precision: auto` stands for on this machine.
 
     mixed_bfloat16 on a CPU with bf16 units: at base.yaml's shape it trains ~23% more steps in
-    600 s and reached 0.02-0.05 lower val bpc on every sweep corpus (docs/benchmarks.md,
-    "Precision, again"). float32 elsewhere: without the units bf16 is emulated and slower, and
-    no GPU was measured.
+    600 s on one core (1.17x in the plain step on two) and reached 0.02-0.05 lower val bpc on
+    every sweep corpus (docs/benchmarks.md, "part 3"). float32 elsewhere: without the units bf16
+    is emulated and slower, and no GPU was measured.
     """
     return "mixed_bfloat16" if gpus == 0 and cpu_bf16_units() else "float32"

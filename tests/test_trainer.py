@@ -499,3 +499,13 @@ def test_a_corpus_changed_since_the_run_started(tmp_path):
     assert all(set(r) >= METRIC_KEYS and 0 < r["val_loss"] < 10 for r in records)
     steps = [r["step"] for r in records]
     assert steps == sorted(steps) and steps[-1] == 8
+
+
+def test_a_bf16_run_says_so_and_saves_a_float32_model(base_run, tmp_path):
+    out = copy_run(base_run, tmp_path)
+    events = Recorder()
+    overrides = ("train.fresh=true", "train.max_steps=5", "train.precision=mixed_bfloat16")
+    train(base_run.config(*overrides, out=out), on_event=events)
+    assert events.of("start")[0]["precision"] == "mixed_bfloat16"
+    model = RunDir(out).load_model()  # model.keras: what sample, evaluate and export read
+    assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}

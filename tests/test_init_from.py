@@ -144,6 +144,26 @@ def test_a_fine_tuned_run_resumes_exactly(source, tmp_path):
     assert RunDir(tmp_path / "twice").load_config().origin.run_dir == str(source)
 
 
+def test_dropout_auto_is_said_saved_and_kept_on_resume(source, tmp_path):
+    corpus = write_corpus(tmp_path, NEW_TEXT)  # ~263 windows of 32 tokens per pass
+    auto = [f"train.init_from={source}", "model.dropout=auto", "train.epochs=10"]
+    events: list = []
+    train(tiny(tmp_path, corpus, "many", *auto, "train.max_steps=70"),
+          on_event=lambda kind, **d: events.append((kind, d)))  # fmt: skip
+    [said] = [d for kind, d in events if kind == "dropout"]
+    assert said["value"] == 0.25 and "times, >= 4" in said["reason"]
+    assert RunDir(tmp_path / "many").load_config().model.dropout == 0.25
+    train(tiny(tmp_path, corpus, "few", *auto, "train.max_steps=20"))  # ~1.2 passes: 0
+    events.clear()
+    resumed = train(tiny(tmp_path, corpus, "few", *auto, "train.max_steps=70"),
+                    on_event=lambda kind, **d: events.append((kind, d)))  # fmt: skip
+    assert resumed.step == 70
+    assert [d for kind, d in events if kind == "dropout"] == [
+        {"value": 0.0, "reason": "as this run started"}
+    ]
+    assert RunDir(tmp_path / "few").load_config().model.dropout == 0.0
+
+
 def test_the_model_shape_comes_from_the_source(source, tmp_path):
     corpus = write_corpus(tmp_path, NEW_TEXT)
     # A config file's model section gives way to the source's (tiny: 1 x 32, embedding 16).

@@ -58,6 +58,9 @@ class _Printer:
         planned = f"{steps:,} steps ({budget})" if steps else f"for a {budget}"
         print(f"training {planned}, {params:,} parameters, {_PRECISION_WORDS[precision]}")
 
+    def on_dropout(self, value: float, reason: str) -> None:
+        print(f"model.dropout auto: {value:g} ({reason})")
+
     def on_init(self, run_dir: str, checkpoint: str, weights: str, vocab: int,
                 new_tokens: list[str]) -> None:  # fmt: skip
         new = f"; {len(new_tokens)} new: {''.join(new_tokens)!r}" if new_tokens else ""

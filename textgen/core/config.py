@@ -60,7 +60,9 @@ class ModelConfig:
     embedding_dim: int = 64  # a char vocab is ~100: 64 dims are plenty, and cheap next to the LSTM
     units: int = 384  # 600-s sweep on 2 cores: 2 x 384 beat 2 x 256 and 2 x 512 (benchmarks.md)
     layers: int = 2  # same sweep: 3 x 256 was far worse than 2 x 256
-    dropout: float = 0.0  # a few MB, few epochs: underfitting, not overfitting, is the risk
+    # A few MB, few epochs: underfitting, not overfitting, is the risk. auto: 0.25 when the run
+    # will see its text >= 4 times, else 0 (textgen/training/regularisation.py says why).
+    dropout: float | Literal["auto"] = 0.0
     # auto: the lean kernel (textgen/model/lstm_kernel.py; same weights) on a CPU, where Keras' LSTM
     # spends its time on per-op overhead; Keras' own LSTM where a GPU is visible (cuDNN).
     lstm_kernel: Literal["auto", "keras", "lean"] = "auto"
@@ -178,7 +180,7 @@ _RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "model.embedding_dim": (lambda v: v >= 1, ">= 1"),
     "model.units": (lambda v: v >= 1, ">= 1"),
     "model.layers": (lambda v: v >= 1, ">= 1"),
-    "model.dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "model.dropout": (lambda v: v == "auto" or 0 <= v < 1, "in [0, 1) or auto"),
     "train.batch_size": (lambda v: v >= 1, ">= 1"),
     "train.epochs": (lambda v: v >= 1, ">= 1"),
     "train.steps_per_epoch": (lambda v: v is None or v >= 1, ">= 1 or null"),
@@ -367,6 +369,9 @@ def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
+        for word in (a for a in inner if typing.get_origin(a) is Literal):
+            if value in typing.get_args(word):  # e.g. model.dropout: auto
+                return value
         return _coerce(value, inner[0], key, where)
     if origin is Literal:
         if value not in args:

@@ -80,6 +80,8 @@ def float32_copy(model: keras.Model, model_cfg: ModelConfig) -> keras.Model:
 
 def lstm_layer(model_cfg: ModelConfig, *, name: str) -> keras.layers.LSTM:
     """One LSTM of the stack: `keras.layers.LSTM`, or `LeanLSTM` (same weights) by lstm_kernel."""
+    if model_cfg.dropout == "auto":  # training resolves it (training/regularisation.py)
+        raise ValueError("model.dropout auto must be resolved to a number before a model is built")
     kwargs = {
         "return_sequences": True,
         "return_state": True,

@@ -36,6 +36,7 @@ from textgen.training.budget import TimeBudget
 from textgen.training.curves import CurvesPainter, write_scalars
 from textgen.training.distribute import agree_on_stop, is_chief, make_strategy
 from textgen.training.init_from import fine_tuning_plan, start_from, weights_fingerprint
+from textgen.training.regularisation import resolve_dropout, source_windows_per_s
 from textgen.training.resume import check_resumable, resume_guard
 from textgen.training.session import TrainSession
 
@@ -94,7 +95,8 @@ def train(
     Args:
         cfg: The resolved config.
         on_event: Called as `on_event(kind, **data)` for `index`, `indexed`, `start`,
-            `resume`, `budget`, `progress`, `eval`, `sample`, `warning` and `stop` events.
+            `resume`, `budget`, `progress`, `eval`, `sample`, `warning`, `dropout` (auto's
+            value and reason) and `stop` events.
         stop: Set it (e.g. from a SIGINT handler) to checkpoint and return early.
 
     Returns:
@@ -119,6 +121,7 @@ def train(
     )
     emit("indexed", index=index, built=built)
     data = DataPlan(cfg, index)  # before TensorFlow: a bad batch size fails at once, alone
+    cfg = _resolve_dropout(cfg, run, data, source, emit)
     # Multi-worker strategies must exist before TensorFlow runs anything else.
     strategy = make_strategy(cfg.train.distribute)
     chief = is_chief(strategy)
@@ -166,6 +169,21 @@ def train(
             shutil.rmtree(scratch, ignore_errors=True)
         if lock:
             lock.release()
+
+
+def _resolve_dropout(cfg: Config, run: RunDir, data: DataPlan, source, emit) -> Config:
+    """`model.dropout: auto` as a number, said with its reason (regularisation.py)."""
+    resuming = not cfg.train.fresh and run.checkpoint_prefixes() and run.config_file.is_file()
+    rate = None
+    if source is not None:
+        rate = source_windows_per_s(source.run.read_metrics(), source.cfg.train.batch_size)
+    cfg, reason = resolve_dropout(
+        cfg, steps_per_pass=data.batch_plan().batches_per_epoch, total_steps=data.total_steps,
+        source_windows_per_s=rate, saved=run.load_config() if resuming else None,
+    )  # fmt: skip
+    if reason is not None:
+        emit("dropout", value=cfg.model.dropout, reason=reason)
+    return cfg
 
 
 class _Loop:

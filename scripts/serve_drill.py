@@ -10,8 +10,12 @@ served by `textgen.serve EXPORT --port 0 --max-queue 256 --max-length 1000000` i
 - sweep: malformed and hostile bodies (5000-digit integers, 20,000 nested brackets, a top_p
   that is 0 in float32, an infinite temperature, other content types, wrong methods, 70 KB);
 - poison: 15 normal requests sent together with 1 that used to fail its whole batch;
-- flood: `--flood` concurrent requests of 200 tokens; 503s and their latency, /healthz
-  latency during the flood, RSS growth, the server up afterwards;
+- flood: 1,000 concurrent requests of 200 tokens, each on its own new connection; 503s and
+  their latency from the client's connect, /healthz latency during the flood, RSS growth, the
+  server up afterwards;
+- burst: three times, once the server is idle: 1,000 connections opened first, then a request
+  written on each in one go; the 503s' latency from the write to their first bytes, read by a
+  lean raw-socket client (the server's part, not the drill's own Python on the same cores);
 - long prompt: the latency of a 200-token request alone and beside a 64 KB prompt;
 - leavers: 20 clients that leave `/v1/generate` after 1 s: seconds and calls until their rows
   are free;
@@ -27,6 +31,7 @@ import argparse
 import asyncio
 import json
 import os
+import select
 import socket
 import statistics
 import subprocess
@@ -198,6 +203,60 @@ async def flood(port: int, pid: int, n: int) -> dict:
     }  # fmt: skip
 
 
+def _burst_once(port: int, n: int) -> list[tuple[int, float]]:
+    """n connections opened, then a request written on each in one go; (status, seconds from
+    the write to the answer's first bytes) each. Raw sockets and epoll: a lean client, so the
+    latency is the server's, not the client's own Python on the same cores."""
+    body = json.dumps({"prompt": "And God said", "length": 200, "temperature": 0.8}).encode()
+    request = (f"POST /v1/generate HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n"
+               f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+               ).encode() + body  # fmt: skip
+    sockets = {}
+    for _ in range(n):
+        sock = socket.create_connection((HOST, port), timeout=30)
+        sockets[sock.fileno()] = sock
+    time.sleep(0.5)  # the server accepts them all before the burst
+    poller, sent, answers = select.epoll(), {}, {}
+    for fd, sock in sockets.items():
+        sock.setblocking(False)
+        poller.register(fd, select.EPOLLIN)
+    for fd, sock in sockets.items():
+        sock.send(request)
+        sent[fd] = time.perf_counter()
+    deadline = time.monotonic() + 300
+    while len(answers) < n and time.monotonic() < deadline:
+        for fd, _ in poller.poll(1.0):
+            head = sockets[fd].recv(64)
+            status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
+            answers[fd] = (status, time.perf_counter() - sent[fd])
+            poller.unregister(fd)
+    for sock in sockets.values():
+        sock.close()
+    poller.close()
+    return list(answers.values()) + [(0, 300.0)] * (n - len(answers))
+
+
+async def burst(port: int, n: int, rounds: int = 3) -> dict:
+    """`rounds` bursts of n requests, each once the server is idle again; 503 latency from the
+    write, per round."""
+    per_round = []
+    for _ in range(rounds):
+        results = await asyncio.to_thread(_burst_once, port, n)
+        refused = sorted(seconds for status, seconds in results if status == 503)
+        per_round.append({
+            "ok_200": sum(status == 200 for status, _ in results),
+            "refused_503": len(refused),
+            "other": sum(status not in (200, 503) for status, _ in results),
+            "refused_p50_ms": round(1000 * statistics.median(refused), 1) if refused else None,
+            "refused_p90_ms": round(1000 * refused[int(0.9 * (len(refused) - 1))], 1)
+            if refused else None,
+            "refused_max_ms": round(1000 * refused[-1], 1) if refused else None,
+        })  # fmt: skip
+        while (now := await healthz(port)).get("active_rows") or now.get("waiting_requests"):
+            await asyncio.sleep(0.5)  # drained: the next round starts from an idle server
+    return {"requests": n, "rounds": per_round}
+
+
 async def long_prompt(port: int) -> dict:
     """A 200-token request alone, then beside a 64 KB prompt (median of 3 each)."""
     short = {"prompt": "And God said", "length": 200, "seed": 1}
@@ -312,7 +371,8 @@ async def slow_readers(port: int, n: int, seconds: float) -> dict:
             "active_rows_after": now["active_rows"]}  # fmt: skip
 
 
-PHASES = ("sweep", "poison", "flood", "long_prompt", "leavers", "slowloris", "slow_readers")
+PHASES = ("sweep", "poison", "flood", "burst", "long_prompt", "leavers", "slowloris",
+          "slow_readers")  # fmt: skip
 
 
 async def drill(port: int, pid: int, quick: bool, phases: list[str]) -> dict:
@@ -320,6 +380,7 @@ async def drill(port: int, pid: int, quick: bool, phases: list[str]) -> dict:
         "sweep": lambda: sweep(port),
         "poison": lambda: poison(port),
         "flood": lambda: flood(port, pid, 200 if quick else 1000),
+        "burst": lambda: burst(port, 200 if quick else 1000),
         "long_prompt": lambda: long_prompt(port),
         "leavers": lambda: leavers(port),
         "slowloris": lambda: slowloris(port, 20 if quick else 100, 30),

@@ -390,9 +390,12 @@ def test_long_prompts_read_in_pieces_give_the_exports_text(url: str, small_expor
     assert status == 200 and answer["texts"] == [expected]
 
 
+TIGHT = ("--max-batch", "1", "--max-samples", "1", "--max-queue", "1", "--timeout", "4",
+         "--header-timeout", "1")  # fmt: skip
+
+
 def test_overload_is_a_503_with_retry_after(small_export: Path) -> None:
-    flags = ("--max-batch", "1", "--max-samples", "1", "--max-queue", "1", "--timeout", "4")
-    with start_server(small_export, *flags) as (url, _):
+    with start_server(small_export, *TIGHT) as (url, _):
         busy = connect(url)  # holds the only row
         body = json.dumps({"prompt": "a", "length": 1_000_000})
         busy.request("POST", "/v1/generate", body, {"Content-Type": "application/json"})
@@ -403,12 +406,57 @@ def test_overload_is_a_503_with_retry_after(small_export: Path) -> None:
             headers: dict = {}
             status, answer = post(f"{url}/v1/generate", {"prompt": "b"}, headers=headers)
             assert status == 503 and "busy" in answer["error"] and headers["retry-after"] == "1"
+            # A request that arrives whole is refused at the door; one whose body comes later
+            # is refused by the app once read: the same 503, JSON and Retry-After, either way.
+            assert "2 requests are in flight" in refused_raw(url, split=False)["error"]
+            assert "1 requests are waiting" in refused_raw(url, split=True)["error"]
             busy.sock.shutdown(socket.SHUT_RDWR)  # leaving frees the row for the queued one
             busy.close()
             assert queued.result()[0] == 200
         status, answer = post(f"{url}/v1/generate", {"prompt": "a", "length": 1_000_000})
         assert status == 503 and "--timeout" in answer["error"]  # after 4 s
-        assert health(url)["timed_out_requests"] == 1 and health(url)["refused_requests"] == 1
+        assert health(url)["timed_out_requests"] == 1 and health(url)["refused_requests"] == 3
+
+
+def refused_raw(url: str, *, split: bool) -> dict:
+    """POSTs a request over a raw socket (headers and body in one write, or 0.3 s apart); the
+    body of its 503, whose headers must carry Retry-After."""
+    host, port = urllib.parse.urlsplit(url).netloc.split(":")
+    body = b'{"prompt": "c"}'
+    head = (b"POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body))  # fmt: skip
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        if split:
+            sock.sendall(head)
+            time.sleep(0.3)
+            sock.sendall(body)
+        else:
+            sock.sendall(head + body)
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    head_out, _, payload = raw.partition(b"\r\n\r\n")
+    lines = head_out.decode("latin-1").lower().split("\r\n")
+    assert lines[0].startswith("http/1.1 503") and "retry-after: 1" in lines
+    assert "content-type: application/json" in lines
+    return json.loads(payload)
+
+
+def test_keep_alive_requests_and_slow_headers(small_export: Path) -> None:
+    with start_server(small_export, *TIGHT) as (url, _):
+        reused = connect(url)  # one connection, more requests than the server has places
+        for _ in range(4):
+            reused.request("POST", "/v1/generate", json.dumps({"prompt": "a", "length": 3}),
+                           {"Content-Type": "application/json"})  # fmt: skip
+            response = reused.getresponse()
+            assert response.status == 200 and len(json.loads(response.read())["texts"][0]) == 3
+        host, port = urllib.parse.urlsplit(url).netloc.split(":")
+        with socket.create_connection((host, int(port)), timeout=30) as slow:
+            slow.sendall(b"POST /v1/generate HTTP/1.1\r\nHost: x\r\n")  # and nothing more
+            started = time.monotonic()
+            assert slow.recv(1024) == b""  # closed by the server: headers past --header-timeout
+            assert time.monotonic() - started < 25
+        assert post(f"{url}/v1/generate", {"prompt": "a", "length": 2})[0] == 200
 
 
 def connect(url: str) -> http.client.HTTPConnection:

@@ -30,23 +30,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from textgen.serving.batcher import Backend
     from textgen.serving.requests import Limits
-    from textgen.serving.server import create_app
-    from textgen.serving.transport import hardened_protocol
+    from textgen.serving.server import RETRY_AFTER, create_app
+    from textgen.serving.transport import AdmissionGate, hardened_protocol, yield_before_posts
 
     sock = _bind(args.host, args.port)  # before the slow part: a taken port fails fast
     cli.quiet_tensorflow()
     with cli.native_stderr_silenced():
         backend = Backend.load(args.model, args.checkpoint)
+        gate = AdmissionGate(args.max_queue + args.max_batch, retry_after=RETRY_AFTER)
         app = create_app(
-            backend, limits=Limits(args.max_length, args.max_samples, args.timeout),
+            backend, limits=Limits(args.max_length, args.max_samples, args.timeout), gate=gate,
             max_rows=args.max_batch, max_queue=args.max_queue, stall_timeout=args.stall_timeout,
         )  # fmt: skip
     host, port = sock.getsockname()[:2]
     _raise_open_files(args.max_connections + 256)  # + TensorFlow's own files
     print(f"serving {args.model} on http://{host}:{port}/ (Ctrl-C stops)", flush=True)
     config = uvicorn.Config(
-        app, log_level="warning", timeout_graceful_shutdown=2,
-        http=hardened_protocol(args.header_timeout),
+        yield_before_posts(app), log_level="warning", timeout_graceful_shutdown=2,
+        http=hardened_protocol(args.header_timeout, gate),
         limit_concurrency=args.max_connections,
         timeout_keep_alive=5,  # seconds an idle keep-alive connection stays open
         backlog=1024,  # connections the kernel queues before accept: bursts of clients

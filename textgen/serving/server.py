@@ -203,8 +203,9 @@ async def until_done(request, streams: list[ClientStream]) -> list[list[str]]:
         watcher.cancel()
 
 
-def create_app(backend: Backend, *, limits: Limits | None = None, **batcher_args):
-    """The Starlette app serving `backend`; `batcher_args` go to `Batcher`."""
+def create_app(backend: Backend, *, limits: Limits | None = None, gate=None, **batcher_args):
+    """The Starlette app serving `backend`; `batcher_args` go to `Batcher`. `gate`: the
+    transport's `AdmissionGate`, whose refusals /healthz counts with the app's."""
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
     from starlette.responses import HTMLResponse, JSONResponse, StreamingResponse
@@ -213,6 +214,8 @@ def create_app(backend: Backend, *, limits: Limits | None = None, **batcher_args
     limits = limits or Limits()
     batcher = Batcher(backend, **batcher_args)
     novelty = Novelty(backend)
+    if gate is not None:
+        gate.queue_full = lambda: len(batcher.waiting) >= batcher.max_queue
     page = (
         resources.files("textgen.serving").joinpath("static/index.html").read_text(encoding="utf-8")
     )
@@ -281,7 +284,10 @@ def create_app(backend: Backend, *, limits: Limits | None = None, **batcher_args
         return HTMLResponse(page)
 
     async def healthz(request):
-        return JSONResponse({"status": "ok", "model": backend.source, **batcher.stats()})
+        stats = batcher.stats()
+        if gate is not None:
+            stats["refused_requests"] += gate.refused
+        return JSONResponse({"status": "ok", "model": backend.source, **stats})
 
     @contextlib.asynccontextmanager
     async def lifespan(app):

@@ -12,6 +12,7 @@ extra (`pip install .[serve]`).
 
 from __future__ import annotations
 
+import gc
 import socket
 from collections.abc import Sequence
 
@@ -52,6 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         timeout_keep_alive=5,  # seconds an idle keep-alive connection stays open
         backlog=1024,  # connections the kernel queues before accept: bursts of clients
     )  # fmt: skip
+    # The model, TensorFlow and the app are millions of long-lived objects: frozen, Python's full
+    # collections skip them instead of pausing the event loop to scan them under a burst.
+    gc.freeze()
     uvicorn.Server(config).run(sockets=[sock])
     return 0
 

@@ -45,6 +45,7 @@ CANDIDATES = {  # overrides of configs/base.yaml
     "old_base": ["train.precision=float32", "train.learning_rate=0.003"],  # before issue 21
     "bf16": ["train.precision=mixed_bfloat16"],  # what auto picks on a CPU with bf16 units
     "lr4e-3": ["train.learning_rate=0.004"],
+    "lr5e-3": ["train.learning_rate=0.005"],  # base.yaml is 4e-3 now: one step further
     "emb32": ["model.embedding_dim=32"],
     "emb128": ["model.embedding_dim=128"],
     "2x448": ["model.units=448"],

@@ -28,6 +28,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from textgen.core.hardware import describe_machine  # noqa: E402 (after the path)
 
 
 def make_export(directory: Path, units: int, layers: int) -> Path:
@@ -117,11 +118,6 @@ def clients(host: str, port: int, n: int, *, seconds: float, requests: int, leng
     }
 
 
-def cpu_model() -> str:
-    lines = Path("/proc/cpuinfo").read_text().splitlines()
-    return next((x.split(":", 1)[1].strip() for x in lines if x.startswith("model name")), "?")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 x 64 units, shorter runs")
@@ -155,8 +151,7 @@ def main() -> None:
         "rss_after_mb": round(after, 1),
         "rss_growth_mb": round(after - before, 1),
         "non_200": sum(x["non_200"] for x in [*levels, memory]),
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
+        "machine": describe_machine(),
         "loadavg_end": os.getloadavg()[0],
     }
     print(json.dumps(result))

@@ -23,6 +23,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from textgen.core.hardware import describe_machine
 from textgen.evaluation.dynamic import DynamicEvaluator, DynamicSettings
 from textgen.evaluation.evaluate import _val_tokens
 from textgen.evaluation.scoring import Scorer
@@ -68,9 +69,7 @@ def main() -> None:
             "seconds_per_mb": round(seconds / (score.chars / 1e6), 1),
         })  # fmt: skip
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line), "?")
-    print(json.dumps({"machine": cpu, "cores": os.cpu_count(), "run": args.run,
+    print(json.dumps({"machine": describe_machine(), "run": args.run,
                       "val_chars": int(score.chars) + 1, "rows": rows}))  # fmt: skip
 
 

@@ -54,7 +54,7 @@ def test_a_time_budget_is_capped_by_max_steps_and_steps_budgets_are_exact() -> N
 def test_without_a_rate_a_time_budget_gets_no_dropout_and_says_why() -> None:
     cfg, reason = resolve_dropout(finetune(), steps_per_pass=50, total_steps=0,
                                   source_windows_per_s=None)  # fmt: skip
-    assert cfg.model.dropout == 0.0 and "no training rate" in reason
+    assert cfg.model.dropout == 0.0 and "no training rate known" in reason
 
 
 def test_a_number_is_kept_and_a_resumed_run_keeps_its_first_value() -> None:

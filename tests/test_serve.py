@@ -408,7 +408,7 @@ def test_overload_is_a_503_with_retry_after(small_export: Path) -> None:
             assert status == 503 and "busy" in answer["error"] and headers["retry-after"] == "1"
             # A request that arrives whole is refused at the door; one whose body comes later
             # is refused by the app once read: the same 503, JSON and Retry-After, either way.
-            assert "2 requests are in flight" in refused_raw(url, split=False)["error"]
+            assert "its 2 places (queue and batch)" in refused_raw(url, split=False)["error"]
             assert "1 requests are waiting" in refused_raw(url, split=True)["error"]
             busy.sock.shutdown(socket.SHUT_RDWR)  # leaving frees the row for the queued one
             busy.close()

@@ -43,7 +43,8 @@ class AdmissionGate:
         self.in_flight = 0
         self.refused = 0  # reported by /healthz beside the app's own refusals
         self.queue_full: Callable[[], bool] = lambda: False  # set by the app (server.create_app)
-        message = f"the server is busy: {limit} requests are in flight; retry after {retry_after} s"
+        message = (f"the server is busy: its {limit} places (queue and batch) are taken; "
+                   f"retry after {retry_after} s")  # fmt: skip
         body = json.dumps({"error": message}, separators=(",", ":")).encode()
         self.refusal = (
             b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"

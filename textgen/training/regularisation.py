@@ -66,7 +66,8 @@ def resolve_dropout(cfg: Config, *, steps_per_pass: int, total_steps: int,
         passes = planned_passes(cfg, steps_per_pass=steps_per_pass, total_steps=total_steps,
                                 source_windows_per_s=source_windows_per_s)  # fmt: skip
         if passes is None:
-            value, reason = 0.0, "no training rate is known before a run from scratch starts"
+            value = 0.0  # a run from scratch, or a source without metrics.jsonl records
+            reason = "a time budget, and no training rate known before the run starts"
         else:
             value = AUTO_DROPOUT if passes >= MIN_PASSES else 0.0
             side = ">=" if passes >= MIN_PASSES else "<"

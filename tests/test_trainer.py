@@ -413,14 +413,14 @@ def test_patience_stops_when_val_loss_stops_improving(base_run, tmp_path):
 
 def test_max_time_stops_with_a_checkpoint(base_run, tmp_path):
     cfg = base_run.config(
-        "train.max_time=0.5",
+        "train.max_time=5",  # the evaluation's warm-up is spent from it: leave room for steps
         "train.max_steps=100000",
         "train.steps_per_call=1",
         out=tmp_path / "run",
     )
     result = train(cfg)
     assert result.stop_reason == "max_time"
-    assert 1 <= result.step < 100000  # the first call alone (tracing) takes longer than 0.5 s
+    assert 1 <= result.step < 100000
     assert latest_checkpoint(tmp_path / "run").endswith(f"ckpt-{result.step}")
 
 

@@ -164,6 +164,17 @@ async def poison(port: int) -> dict:
     return {"normal_200": sum(r[0] == 200 for r in results[:15]), "poison_status": results[15][0]}
 
 
+FLOOD_BODY = {"prompt": "And God said", "length": 200, "temperature": 0.8}  # 200 tokens each
+
+
+def refused_latency(seconds: list[float]) -> dict:
+    """p50, p90 and max of the 503s' latencies, in ms (None without any)."""
+    ordered = sorted(seconds)
+    at = {"p50": len(ordered) // 2, "p90": int(0.9 * (len(ordered) - 1)), "max": -1}
+    return {f"refused_{name}_ms": round(1000 * ordered[i], 1) if ordered else None
+            for name, i in at.items()}  # fmt: skip
+
+
 async def flood(port: int, pid: int, n: int) -> dict:
     """n concurrent 200-token requests; /healthz every 100 ms meanwhile."""
     rss_before = rss_mb(pid)
@@ -177,8 +188,7 @@ async def flood(port: int, pid: int, n: int) -> dict:
 
     watcher = asyncio.create_task(watch())
     started = time.perf_counter()
-    body = {"prompt": "And God said", "length": 200, "temperature": 0.8}
-    results = await asyncio.gather(*(post(port, {**body, "seed": i}, timeout=300)
+    results = await asyncio.gather(*(post(port, {**FLOOD_BODY, "seed": i}, timeout=300)
                                      for i in range(n)))  # fmt: skip
     seconds = time.perf_counter() - started
     done.set()
@@ -191,9 +201,7 @@ async def flood(port: int, pid: int, n: int) -> dict:
         "refused_503": len(refused),
         "refused_with_retry_after": sum("retry-after" in r[1] for r in refused),
         "other": sum(r[0] not in (200, 503) for r in results),
-        "refused_p50_ms": round(1000 * statistics.median([r[3] for r in refused]), 1)
-        if refused else None,
-        "refused_max_ms": round(1000 * max(r[3] for r in refused), 1) if refused else None,
+        **refused_latency([r[3] for r in refused]),
         "seconds": round(seconds, 2),
         "healthz_checks": len(health_times),
         "healthz_p50_ms": round(1000 * statistics.median(health_times), 1),
@@ -207,7 +215,7 @@ def _burst_once(port: int, n: int) -> list[tuple[int, float]]:
     """n connections opened, then a request written on each in one go; (status, seconds from
     the write to the answer's first bytes) each. Raw sockets and epoll: a lean client, so the
     latency is the server's, not the client's own Python on the same cores."""
-    body = json.dumps({"prompt": "And God said", "length": 200, "temperature": 0.8}).encode()
+    body = json.dumps(FLOOD_BODY).encode()
     request = (f"POST /v1/generate HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n"
                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
                ).encode() + body  # fmt: skip
@@ -242,15 +250,12 @@ async def burst(port: int, n: int, rounds: int = 3) -> dict:
     per_round = []
     for _ in range(rounds):
         results = await asyncio.to_thread(_burst_once, port, n)
-        refused = sorted(seconds for status, seconds in results if status == 503)
+        refused = [seconds for status, seconds in results if status == 503]
         per_round.append({
             "ok_200": sum(status == 200 for status, _ in results),
             "refused_503": len(refused),
             "other": sum(status not in (200, 503) for status, _ in results),
-            "refused_p50_ms": round(1000 * statistics.median(refused), 1) if refused else None,
-            "refused_p90_ms": round(1000 * refused[int(0.9 * (len(refused) - 1))], 1)
-            if refused else None,
-            "refused_max_ms": round(1000 * refused[-1], 1) if refused else None,
+            **refused_latency(refused),
         })  # fmt: skip
         while (now := await healthz(port)).get("active_rows") or now.get("waiting_requests"):
             await asyncio.sleep(0.5)  # drained: the next round starts from an idle server

@@ -44,6 +44,15 @@ def test_nothing_is_drawn_when_not_a_terminal() -> None:
     assert out.getvalue() == ""
 
 
+def test_dropout_auto_is_said_with_its_value_and_reason(capsys) -> None:
+    from textgen.train import _Printer
+
+    printer = _Printer(stream=io.StringIO(), enabled=True)
+    printer("dropout", value=0.25, reason="the run will see its text ~6.8 times, >= 4")
+    line = "model.dropout auto: 0.25 (the run will see its text ~6.8 times, >= 4)\n"
+    assert capsys.readouterr().out == line  # as the README shows it
+
+
 def test_after_a_resume_rate_and_eta_count_only_this_processs_steps() -> None:
     from textgen.train import _Printer
 

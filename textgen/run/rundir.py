@@ -89,6 +89,11 @@ class RunDir:
         self.prepare()
         return run_dir_lock(self.path).acquire()
 
+    def resumes(self, *, fresh: bool) -> bool:
+        """Whether a `train` invocation (with `train.fresh` = `fresh`) resumes this run: it has
+        checkpoints and its config.yaml."""
+        return not fresh and bool(self.checkpoint_prefixes()) and self.config_file.is_file()
+
     def checkpoint_prefixes(self) -> list[str]:
         """Path prefixes of the checkpoints on disk (`.../ckpt-N`), newest (largest N) first.
 

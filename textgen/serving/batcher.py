@@ -148,9 +148,13 @@ class Batcher:
             self.waiting += jobs
             self._wake.notify()
 
+    def queue_is_full(self) -> bool:
+        """Whether the wait queue is full now (a request would be refused)."""
+        return len(self.waiting) >= self.max_queue
+
     def full(self) -> bool:
         """Whether the wait queue is full now (a request would be refused); counts a refusal."""
-        if len(self.waiting) < self.max_queue:
+        if not self.queue_is_full():
             return False
         self.counts["refused"] += 1
         return True

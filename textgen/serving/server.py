@@ -215,7 +215,7 @@ def create_app(backend: Backend, *, limits: Limits | None = None, gate=None, **b
     batcher = Batcher(backend, **batcher_args)
     novelty = Novelty(backend)
     if gate is not None:
-        gate.queue_full = lambda: len(batcher.waiting) >= batcher.max_queue
+        gate.queue_full = batcher.queue_is_full
     page = (
         resources.files("textgen.serving").joinpath("static/index.html").read_text(encoding="utf-8")
     )

@@ -138,8 +138,7 @@ def model_shape_config(cfg: Config, run: RunDir) -> Config:
 
     model.dropout and model.lstm_kernel stay `cfg`'s: they change no weight's shape.
     """
-    resuming = not cfg.train.fresh and run.checkpoint_prefixes() and run.config_file.is_file()
-    shaped = run.load_config() if resuming else open_source(cfg).cfg
+    shaped = run.load_config() if run.resumes(fresh=cfg.train.fresh) else open_source(cfg).cfg
     shape = {key: getattr(shaped.model, key) for key in SHAPE_KEYS}
     return cfg.replace(model=dataclasses.replace(cfg.model, **shape))
 
@@ -246,7 +245,7 @@ def fine_tuning_plan(cfg: Config, run: RunDir) -> tuple[Config, Source | None, T
     """
     if not cfg.train.init_from:
         return cfg, None, None
-    if not cfg.train.fresh and run.checkpoint_prefixes() and run.config_file.is_file():
+    if run.resumes(fresh=cfg.train.fresh):
         saved = run.load_config()
         shaped = model_shape_config(cfg, run).replace(origin=saved.origin)
         return shaped, None, run.load_tokenizer()

@@ -173,13 +173,13 @@ def train(
 
 def _resolve_dropout(cfg: Config, run: RunDir, data: DataPlan, source, emit) -> Config:
     """`model.dropout: auto` as a number, said with its reason (regularisation.py)."""
-    resuming = not cfg.train.fresh and run.checkpoint_prefixes() and run.config_file.is_file()
     rate = None
     if source is not None:
         rate = source_windows_per_s(source.run.read_metrics(), source.cfg.train.batch_size)
     cfg, reason = resolve_dropout(
         cfg, steps_per_pass=data.batch_plan().batches_per_epoch, total_steps=data.total_steps,
-        source_windows_per_s=rate, saved=run.load_config() if resuming else None,
+        source_windows_per_s=rate,
+        saved=run.load_config() if run.resumes(fresh=cfg.train.fresh) else None,
     )  # fmt: skip
     if reason is not None:
         emit("dropout", value=cfg.model.dropout, reason=reason)

@@ -1,7 +1,7 @@
 """Fine-tuning benchmark of issue #19; prints one JSON object.
 
     python scripts/bench_finetune.py --source RUN TEXT [TEXT ...] [--minutes 2]
-        [--variant NAME=CONFIG[,key=value...] ...] [--workdir DIR]
+        [--variant NAME=CONFIG[,key=value...] ...] [--workdir DIR] [--alone]
 
 For each small text, every variant trains for the same time budget, two at a time side by side
 (so a pair shares the machine's load equally: the fairest comparison on a busy machine), then
@@ -10,6 +10,8 @@ text's held-out tail (the last 5%, the same characters for every variant). Defau
 `finetune` (configs/finetune.yaml from --source) and `scratch` (configs/base.yaml, random
 weights). Reported per text and variant: `bpc` (held-out, best model), `best_val_bpc` (the best
 periodic evaluation), `final_bpc` (the last model on all of val), `steps`, `seconds`.
+`--alone` runs one at a time on the whole machine instead (what a user's run sees: a paired run
+has one core's share, so `dropout: auto` plans passes it will not make; run it on an idle machine).
 """
 
 from __future__ import annotations
@@ -67,14 +69,16 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=2.0, help="budget of each run")
     parser.add_argument("--variant", action="append", help="NAME=CONFIG[,key=value...]")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/bench_finetune"))
+    parser.add_argument("--alone", action="store_true", help="one run at a time, not two")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     variants = dict(v.split("=", 1) for v in (args.variant or DEFAULT_VARIANTS))
     jobs = [(text, name) for text in args.texts for name in variants]
     results: dict[str, dict] = {}
     started = time.time()
-    for i in range(0, len(jobs), 2):  # pairs side by side: equal share of a busy machine
-        pair = jobs[i : i + 2]
+    at_once = 1 if args.alone else 2  # pairs side by side: equal share of a busy machine
+    for i in range(0, len(jobs), at_once):
+        pair = jobs[i : i + at_once]
         procs = [run_variant(name, variants[name], text, args, args.workdir) for text, name in pair]
         for (text, name), proc in zip(pair, procs, strict=True):
             if proc.wait() != 0:
@@ -83,6 +87,7 @@ def main() -> None:
             results.setdefault(text.stem, {})[name] = measure(args.workdir / f"{text.stem}-{name}")
         (args.workdir / "partial.json").write_text(json.dumps(results))  # to watch a long run
     print(json.dumps({"minutes": args.minutes, "source": str(args.source), "variants": variants,
+                      "alone": args.alone,
                       "results": results, "wall_s": round(time.time() - started)}))  # fmt: skip
 
 

@@ -2,6 +2,7 @@
 
     python scripts/make_corpora.py                      # austen, shakespeare, pystdlib -> corpora/
     python scripts/sweep_corpora.py --seconds 600 --candidates base,linear [--corpora ...] [--pair]
+        [--stop-worse 0.01]
 
 Each candidate is configs/base.yaml plus its overrides, trained on each corpus for the same time
 budget (`train.max_time`, which since issue 21 includes the final evaluation) in a fresh process;
@@ -10,7 +11,9 @@ corpus is shared by the candidates. Run it alone: other jobs change the step rat
 
 `--pair` trains two candidates at once, each pinned to its own core (`taskset`), so the two see
 the same machine at the same moments: a side-by-side comparison at equal CPU time that background
-noise cannot tilt (absolute figures are then those of one core, not two).
+noise cannot tilt (absolute figures are then those of one core, not two). `--stop-worse BPC`
+ends a paired sweep after the first corpus where the candidate already loses by more than BPC
+(the adoption rule loses it anyway), leaving the sweep's time to the next candidate.
 """
 
 from __future__ import annotations
@@ -115,6 +118,10 @@ def main() -> None:
     parser.add_argument("--corpora", default="kjv,austen,shakespeare,pystdlib")
     parser.add_argument("--pair", action="store_true", help="two candidates at once, 1 core each")
     parser.add_argument("--workdir", default=None)
+    parser.add_argument(
+        "--stop-worse", type=float, default=None, metavar="BPC",
+        help="with --pair: stop after a corpus where the candidate is worse than the first by more",
+    )  # fmt: skip
     args = parser.parse_args()
     candidates, corpora = args.candidates.split(","), args.corpora.split(",")
     for name in corpora:
@@ -133,6 +140,12 @@ def main() -> None:
         rows += batch
         for row in batch:
             print(json.dumps(row), file=sys.stderr, flush=True)
+        if args.pair and args.stop_worse is not None:
+            base, candidate = (row["val_bpc"] for row in batch)
+            if candidate - base > args.stop_worse:
+                print(f"stopped: {candidates[1]} is worse by {candidate - base:.4f} on {corpus}",
+                      file=sys.stderr)  # fmt: skip
+                break
     print(json.dumps({"sweep": "corpora", "machine": describe_machine(),
                       "seconds_each": args.seconds, "pair": args.pair, "rows": rows,
                       "summary": summary(rows, candidates[0])}))  # fmt: skip

@@ -4,10 +4,11 @@
     python scripts/sweep_corpora.py --seconds 600 --candidates base,linear [--corpora ...] [--pair]
         [--stop-worse 0.01]
 
-Each candidate is configs/base.yaml plus its overrides, trained on each corpus for the same time
-budget (`train.max_time`, which since issue 21 includes the final evaluation) in a fresh process;
-the score is the final evaluation's val bpc (all of the held-out 5%, streamed). One index per
-corpus is shared by the candidates. Run it alone: other jobs change the step rate.
+Each candidate is configs/base.yaml (or `--config`, e.g. configs/quick.yaml) plus its overrides,
+trained on each corpus for the same time budget (`train.max_time`, which since issue 21 includes
+the final evaluation) in a fresh process; the score is the final evaluation's val bpc (all of
+the held-out 5%, streamed). One index per corpus is
+shared by the candidates. Run it alone: other jobs change the step rate.
 
 `--pair` trains two candidates at once, each pinned to its own core (`taskset`), so the two see
 the same machine at the same moments: a side-by-side comparison at equal CPU time that background
@@ -49,6 +50,7 @@ CANDIDATES = {  # overrides of configs/base.yaml
     "bf16": ["train.precision=mixed_bfloat16"],  # what auto picks on a CPU with bf16 units
     "lr4e-3": ["train.learning_rate=0.004"],
     "lr5e-3": ["train.learning_rate=0.005"],  # base.yaml is 4e-3 now: one step further
+    "lr3e-3": ["train.learning_rate=0.003"],  # for --config configs/quick.yaml (2e-3)
     "emb32": ["model.embedding_dim=32"],
     "emb128": ["model.embedding_dim=128"],
     "2x448": ["model.units=448"],
@@ -58,13 +60,13 @@ CANDIDATES = {  # overrides of configs/base.yaml
 }
 
 
-def command(candidate: str, corpus: str, seconds: float, workdir: Path) -> list[str]:
+def command(candidate: str, corpus: str, seconds: float, workdir: Path, config: str) -> list[str]:
     """The train command of one (candidate, corpus) cell."""
     words = [*CANDIDATES[candidate], f"data.path={CORPORA[corpus]}",
              f"data.index_dir={workdir / ('index-' + corpus)}",
              f"train.out_dir={workdir / corpus / candidate}", f"train.max_time={seconds}",
              "train.fresh=true", "sample.epoch_temperatures=[]"]  # fmt: skip
-    return [sys.executable, "-m", "textgen.train", "configs/base.yaml", *words]
+    return [sys.executable, "-m", "textgen.train", config, *words]
 
 
 def result(candidate: str, corpus: str, workdir: Path, wall_s: float) -> dict:
@@ -76,14 +78,15 @@ def result(candidate: str, corpus: str, workdir: Path, wall_s: float) -> dict:
             **{k: final.get(k) for k in keys}}  # fmt: skip
 
 
-def run_cells(cells: list[tuple[str, str]], seconds: float, workdir: Path, cores: list[str]):
+def run_cells(cells: list[tuple[str, str]], seconds: float, workdir: Path, cores: list[str],
+              config: str):  # fmt: skip
     """Runs cells at once (one per core in `cores`, or alone when `cores` is empty)."""
     env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
     started, procs = time.monotonic(), []
     for i, (cand, corpus) in enumerate(cells):
         pin = ["taskset", "-c", cores[i]] if cores else []
         log = open(workdir / f"{corpus}-{cand}.log", "w")  # noqa: SIM115 (closed below)
-        cmd = [*pin, *command(cand, corpus, seconds, workdir)]
+        cmd = [*pin, *command(cand, corpus, seconds, workdir, config)]
         procs.append((subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=log), log))
     rows = []
     for (cand, corpus), (proc, log) in zip(cells, procs, strict=True):
@@ -118,6 +121,7 @@ def main() -> None:
     parser.add_argument("--corpora", default="kjv,austen,shakespeare,pystdlib")
     parser.add_argument("--pair", action="store_true", help="two candidates at once, 1 core each")
     parser.add_argument("--workdir", default=None)
+    parser.add_argument("--config", default="configs/base.yaml", help="what candidates override")
     parser.add_argument(
         "--stop-worse", type=float, default=None, metavar="BPC",
         help="with --pair: stop after a corpus where the candidate is worse than the first by more",
@@ -134,9 +138,13 @@ def main() -> None:
     rows = []
     for corpus in corpora:
         if args.pair:
-            batch = run_cells([(c, corpus) for c in candidates], args.seconds, workdir, ["0", "1"])
+            batch = run_cells([(c, corpus) for c in candidates], args.seconds, workdir, ["0", "1"],
+                               args.config)  # fmt: skip
         else:
-            batch = [run_cells([(c, corpus)], args.seconds, workdir, [])[0] for c in candidates]
+            batch = [
+                run_cells([(c, corpus)], args.seconds, workdir, [], args.config)[0]
+                for c in candidates
+            ]
         rows += batch
         for row in batch:
             print(json.dumps(row), file=sys.stderr, flush=True)
@@ -147,7 +155,8 @@ def main() -> None:
                       file=sys.stderr)  # fmt: skip
                 break
     print(json.dumps({"sweep": "corpora", "machine": describe_machine(),
-                      "seconds_each": args.seconds, "pair": args.pair, "rows": rows,
+                      "config": args.config, "seconds_each": args.seconds, "pair": args.pair,
+                      "rows": rows,
                       "summary": summary(rows, candidates[0])}))  # fmt: skip
 
 

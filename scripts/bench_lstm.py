@@ -62,7 +62,9 @@ def make_step(variant: str, seed: int = 0):
     name, *flags = variant.split("/")
     kind, xla = name.removesuffix("+xla"), name.endswith("+xla")
     keras.utils.set_random_seed(seed)
-    cfg = ModelConfig(embedding_dim=EMBEDDING, units=UNITS, layers=LAYERS, lstm_kernel=kind)
+    cfg = ModelConfig(
+        embedding_dim=EMBEDDING, units=UNITS, layers=LAYERS, lstm_kernel=kind, residual=False
+    )
     policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if "bf16" in flags else policy)
     try:
@@ -138,7 +140,7 @@ def bench_shape(variants, batch: int, length: int, rounds: int) -> dict:
         for v in variants:
             times[v].append(seconds_per_step(steps[v], x, y, per_round))
     peak = {dtype: statistics.median(measured) for dtype, measured in peaks.items()}
-    cfg = ModelConfig(embedding_dim=EMBEDDING, units=UNITS, layers=LAYERS)
+    cfg = ModelConfig(embedding_dim=EMBEDDING, units=UNITS, layers=LAYERS, residual=False)
     flops = train_flops_per_token(cfg, VOCAB) * batch * length
     rows = {
         "matmul_peak_gflops": round(peak["float32"] / 1e9, 1),

@@ -46,13 +46,22 @@ CANDIDATES = {  # overrides of configs/base.yaml
     "warmup30": ["train.warmup_steps=30"],
     "warmup300": ["train.warmup_steps=300"],
     "f32": ["train.precision=float32"],  # base.yaml before bf16 became auto's choice
-    "old_base": ["train.precision=float32", "train.learning_rate=0.003"],  # before issue 21
+    # base.yaml before issue 21 (float32, lr 3e-3, embedding 64, no residual sums)
+    "old_base": [
+        "train.precision=float32",
+        "train.learning_rate=0.003",
+        "model.embedding_dim=64",
+        "model.residual=false",
+    ],
+    "emb64": ["model.embedding_dim=64"],  # base.yaml before sweep G
+    "no_residual": ["model.residual=false"],  # base.yaml before sweep H
     "bf16": ["train.precision=mixed_bfloat16"],  # what auto picks on a CPU with bf16 units
     "lr4e-3": ["train.learning_rate=0.004"],
     "lr5e-3": ["train.learning_rate=0.005"],  # base.yaml is 4e-3 now: one step further
     "lr3e-3": ["train.learning_rate=0.003"],  # for --config configs/quick.yaml (2e-3)
     "emb32": ["model.embedding_dim=32"],
     "emb128": ["model.embedding_dim=128"],
+    "residual": ["model.residual=true"],  # layers above the first add their input (sweep H)
     "2x448": ["model.units=448"],
     "2x512": ["model.units=512"],
     "2x256": ["model.units=256"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from textgen.core.config import load_config
 from textgen.model.build import build_model, stream_model
@@ -30,8 +31,10 @@ def test_streams_start_from_carried_states_and_a_reset_starts_them_afresh() -> N
     assert carried.variable.shape == (4, 3, 8)
 
 
-def test_stream_model_reading_in_pieces_equals_reading_at_once() -> None:
-    cfg = load_config(None, ["model.units=8", "model.layers=2", "model.embedding_dim=4"])
+@pytest.mark.parametrize("residual", [False, True])
+def test_stream_model_reading_in_pieces_equals_reading_at_once(residual: bool) -> None:
+    words = ["model.units=8", "model.layers=2", "model.embedding_dim=4"]
+    cfg = load_config(None, [*words, f"model.residual={str(residual).lower()}"])
     model = build_model(cfg.model, 12)
     stream = stream_model(model)
     assert len(stream.weights) == len(model.weights)  # shared, not copied

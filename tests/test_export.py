@@ -285,3 +285,29 @@ def test_a_sentencepiece_run_exports_with_its_tokenizer_in_the_graph(sp_run, sp_
     result = fresh_process_call(sp_export)  # pieces, not characters: tokens != len(text)
     assert result["tokens"] == [40, 12, 25] and result["text"] == call(loaded, *FRESH_ARGS)
     assert "Result for output key text" in saved_model_cli_run(sp_export)
+
+
+def test_a_residual_runs_export_continues_as_the_keras_model_does(tmp_path: Path) -> None:
+    # model.residual: the layers above the first add their input to their output. The export's
+    # greedy text must be the whole Keras model's argmax, token by token, and a seed must draw
+    # the Generator's text.
+    import tensorflow as tf
+
+    from textgen.run.rundir import RunDir
+    from textgen.serving.export import export
+
+    text = synthetic_text(lines=120, seed=5)
+    run = make_run(tmp_path / "run", text, steps=20, layers=2, overrides=("model.residual=true",))
+    model, tokenizer = RunDir(run).load_model(), RunDir(run).load_tokenizer()
+    assert "residual_1" in [layer.name for layer in model.layers]
+    loaded = tf.saved_model.load(str(export(run, tmp_path / "export")))
+    [greedy] = call(loaded, ["Café au "], [30], temperature=0.0)
+    ids = list(tokenizer.encode("Café au "))
+    for _ in range(30):
+        logits = np.array(model(np.array([ids], np.int32)))[0, -1]  # (vocab,)
+        logits[0] = -np.inf  # the unknown id is never produced
+        ids.append(int(np.argmax(logits)))
+    assert greedy == tokenizer.decode(ids[-30:])
+    generator = Generator.from_run(run)
+    seeded = call(loaded, ["The "], [30], temperature=1.0, seeds=[3])
+    assert seeded == generator.generate("The ", 30, seed=3)

@@ -79,12 +79,16 @@ def test_greedy_equals_the_full_models_argmax(noisy: Generator) -> None:
     assert noisy.generate("Café au", 25, temperature=0.0) == [expected]
 
 
-@pytest.mark.parametrize("layers", [1, 3])
-def test_step_model_logits_equal_the_full_models(tmp_path: Path, layers: int) -> None:
+@pytest.mark.parametrize("layers, residual", [(1, False), (3, False), (3, True)])
+def test_step_model_logits_equal_the_full_models(
+    tmp_path: Path, layers: int, residual: bool
+) -> None:
     # The step model folds and pipelines each layer's weights. With every weight random (no two
-    # biases or kernels alike), its logits token by token must equal the whole Keras model's.
+    # biases or kernels alike), its logits token by token must equal the whole Keras model's,
+    # also where layers add their input to their output (model.residual).
     text = synthetic_text(lines=60, seed=layers)
-    run = RunDir(make_run(tmp_path / "run", text, steps=1, layers=layers))
+    overrides = (f"model.residual={str(residual).lower()}",)
+    run = RunDir(make_run(tmp_path / "run", text, steps=1, layers=layers, overrides=overrides))
     model, tokenizer = run.load_model(), run.load_tokenizer()
     rng = np.random.default_rng(layers)
     model.set_weights([rng.normal(0, 0.5, w.shape).astype(np.float32) for w in model.weights])

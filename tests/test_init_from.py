@@ -168,9 +168,11 @@ def test_the_model_shape_comes_from_the_source(source, tmp_path):
     corpus = write_corpus(tmp_path, NEW_TEXT)
     # A config file's model section gives way to the source's (tiny: 1 x 32, embedding 16).
     cfg = tiny(tmp_path, corpus, "ft", f"train.init_from={source}", "model.dropout=0.1")
-    shaped, _, _ = fine_tuning_plan(cfg.replace(model=cfg.model.__class__(units=64)),
-                                    RunDir(cfg.train.out_dir))  # fmt: skip
+    source_residual = RunDir(source).load_config().model.residual
+    asked = cfg.model.__class__(units=64, residual=not source_residual)
+    shaped, _, _ = fine_tuning_plan(cfg.replace(model=asked), RunDir(cfg.train.out_dir))
     assert (shaped.model.units, shaped.model.layers, shaped.model.embedding_dim) == (32, 1, 16)
+    assert shaped.model.residual == source_residual  # the function, not only weight shapes
     # On the command line, a different model.* is an error naming the key; dropout is fine.
     proc = run_cli(
         "textgen.train",

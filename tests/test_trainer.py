@@ -340,7 +340,9 @@ def test_resume_with_a_new_learning_rate_notes_the_change(base_run, tmp_path):
     assert RunDir(out).load_config().train.learning_rate == 0.005
 
 
-@pytest.mark.parametrize("change", ["model.units=24", "model.layers=2", "model.embedding_dim=8"])
+@pytest.mark.parametrize(
+    "change", ["model.units=24", "model.layers=2", "model.embedding_dim=8", "model.residual=false"]
+)
 def test_resume_refuses_a_changed_model_shape(base_run, tmp_path, change):
     out = copy_run(base_run, tmp_path)
     saved = (out / "config.yaml").read_text(encoding="utf-8")
@@ -350,6 +352,18 @@ def test_resume_refuses_a_changed_model_shape(base_run, tmp_path, change):
     assert f"cannot resume: {key} changed" in str(e.value)
     assert (out / "config.yaml").read_text(encoding="utf-8") == saved  # the run is untouched
     assert latest_checkpoint(out).endswith("ckpt-10")
+
+
+def test_a_run_saved_before_residual_existed_is_read_as_without_it(base_run, tmp_path):
+    # config.yaml lists every key; one written before model.residual existed lacks it, and its
+    # model had no residual sums, whatever the default is now.
+    out = copy_run(base_run, tmp_path)
+    saved = (out / "config.yaml").read_text(encoding="utf-8")
+    assert "  residual: true\n" in saved  # the default now
+    (out / "config.yaml").write_text(saved.replace("  residual: true\n", ""), encoding="utf-8")
+    assert RunDir(out).load_config().model.residual is False
+    result = train(base_run.config("train.max_steps=12", "model.residual=false", out=out))
+    assert result.step == 12
 
 
 def test_fresh_starts_over(base_run, tmp_path):

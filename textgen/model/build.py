@@ -1,5 +1,9 @@
 """`build_model`: Embedding (or one-hot input) -> LSTM x layers -> Dense logits.
 
+With `model.residual`, every layer above the first adds its input to its output (`residual_i`, a
+Keras `Add`): layer i's output is `h_i + output_{i-1}`. Code that rebuilds the forward pass
+(`stream_model`, `StepModel`) finds those layers by name, so a saved model says what it is.
+
 The LSTMs keep Keras' defaults that make them cuDNN-eligible on a GPU: tanh/sigmoid activations,
 `recurrent_dropout=0`, `unroll=False`, biases on. Logits stay float32 under mixed precision.
 """
@@ -47,7 +51,10 @@ def build_model(
     for i in range(model_cfg.layers):
         # Each layer also returns its last (h, c), unused here: `stream_model` shares the
         # same layers to carry state from one call to the next.
-        hidden, _, _ = lstm_layer(model_cfg, name=f"lstm_{i}")(hidden)  # (batch, time, units)
+        output, _, _ = lstm_layer(model_cfg, name=f"lstm_{i}")(hidden)  # (batch, time, units)
+        if model_cfg.residual and i > 0:  # same width below and above: a plain sum
+            output = keras.layers.Add(name=f"residual_{i}")([output, hidden])
+        hidden = output
     logits = keras.layers.Dense(vocab_size, dtype="float32", name="logits")(
         hidden
     )  # (batch, time, vocab)
@@ -116,10 +123,12 @@ def stream_model(model: keras.Model) -> keras.Model:
         for part in ("h", "c")
     ]
     hidden = model.get_layer("embedding")(token_ids)  # (batch, time, embedding_dim)
+    residuals = residual_layers(model)
     states_out = []
     for i, layer in enumerate(layers):
-        hidden, h, c = layer(hidden, initial_state=states_in[2 * i : 2 * i + 2])
+        output, h, c = layer(hidden, initial_state=states_in[2 * i : 2 * i + 2])
         states_out += [h, c]  # (batch, units) each
+        hidden = residuals[i]([output, hidden]) if residuals[i] else output  # (batch, time, units)
     logits = model.get_layer("logits")(hidden)  # (batch, time, vocab)
     return keras.Model([token_ids, *states_in], [logits, *states_out], name=f"{model.name}_stream")
 
@@ -131,6 +140,7 @@ def _with_state_outputs(model: keras.Model) -> keras.Model:
     model_cfg = ModelConfig(
         embedding_dim=embedding.output_dim, units=layers[0].units, layers=len(layers),
         lstm_kernel="keras" if type(layers[0]) is keras.layers.LSTM else "auto",
+        residual=False,  # such models predate residual sums
     )  # fmt: skip
     copy = build_model(model_cfg, embedding.input_dim, name=model.name)
     copy.set_weights(model.get_weights())
@@ -140,6 +150,12 @@ def _with_state_outputs(model: keras.Model) -> keras.Model:
 def lstm_layers(model: keras.Model) -> list[keras.layers.LSTM]:
     """The model's LSTM layers, bottom first."""
     return [layer for layer in model.layers if isinstance(layer, keras.layers.LSTM)]
+
+
+def residual_layers(model: keras.Model) -> list[keras.layers.Add | None]:
+    """Per LSTM layer, bottom first: the `Add` of its input to its output, or None."""
+    names = {layer.name: layer for layer in model.layers}
+    return [names.get(f"residual_{i}") for i in range(len(lstm_layers(model)))]
 
 
 def train_flops_per_token(model_cfg: ModelConfig, vocab_size: int) -> float:

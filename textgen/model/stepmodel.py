@@ -32,7 +32,7 @@ class StepModel:
     def __init__(self, model) -> None:
         import tensorflow as tf
 
-        from textgen.model.build import lstm_layers
+        from textgen.model.build import lstm_layers, residual_layers
 
         embedding = model.get_layer("embedding").embeddings  # (vocab, embedding_dim)
         cells = [layer.cell for layer in lstm_layers(model)]
@@ -51,6 +51,8 @@ class StepModel:
         self.biases = [tf.Variable(b, trainable=False) for b in folded["biases"]]
         self.activations = [(c.activation, c.recurrent_activation) for c in cells]
         self.layers, self.units = len(cells), int(cells[0].units)
+        # Per layer: does it add its input to its output (model.residual)?
+        self.residual = [layer is not None for layer in residual_layers(model)]
 
     def refresh(self) -> None:
         """Reloads the folded weights from the model (e.g. after more training)."""
@@ -131,15 +133,18 @@ class StepModel:
             h = rec_act(z_o) * act(c)
             # The next token's recurrent term: it runs beside the rest of this step.
             new += (h, c, self._recurrent_term(layer, h))
-            below = h
+            below = h + below if self.residual[layer] else h  # (samples, units)
         return new
 
     def logits(self, carry: tuple):
-        """Next-token logits from the top layer's h, -inf at the unknown id: (samples, vocab)."""
+        """Next-token logits from the top output, -inf at the unknown id: (samples, vocab)."""
         import tensorflow as tf
 
-        top_h = carry[CARRY_PER_LAYER * (self.layers - 1)]
-        return tf.matmul(top_h, self.dense_kernel) + self.dense_bias
+        output = None
+        for layer in range(self.layers):  # the top h, plus the ones below it that residuals add
+            h = carry[CARRY_PER_LAYER * layer]  # (samples, units)
+            output = h + output if self.residual[layer] else h
+        return tf.matmul(output, self.dense_kernel) + self.dense_bias
 
     def warm_up(self, feed, feed_length, carry: tuple) -> tuple:
         """Reads prompts of several lengths side by side from their carries.

@@ -261,7 +261,8 @@ class RunDir:
             raise TextgenError("run dir not found", str(self.path))
         if not self.config_file.is_file():
             raise TextgenError("not a run dir (no config.yaml)", str(self.path))
-        self._config = load_config(self.config_file)  # errors name the file, line and column
+        # Errors name the file, line and column.
+        self._config = load_config(self.config_file, saved=True)
         return self._config
 
     def save_config(self, cfg: Config) -> None:

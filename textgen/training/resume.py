@@ -20,6 +20,7 @@ _SHAPE_KEYS = (
     ("model", "embedding_dim"),
     ("model", "units"),
     ("model", "layers"),
+    ("model", "residual"),
     ("data", "tokenizer"),
 )
 _START_OVER = "set train.fresh=true to start over, or choose another train.out_dir"

@@ -55,6 +55,7 @@ CANDIDATES = {  # overrides of configs/base.yaml
     ],
     "emb64": ["model.embedding_dim=64"],  # base.yaml before sweep G
     "no_residual": ["model.residual=false"],  # base.yaml before sweep H
+    "quick_old": ["model.embedding_dim=64", "model.residual=false"],  # quick.yaml before G, H
     "bf16": ["train.precision=mixed_bfloat16"],  # what auto picks on a CPU with bf16 units
     "lr4e-3": ["train.learning_rate=0.004"],
     "lr5e-3": ["train.learning_rate=0.005"],  # base.yaml is 4e-3 now: one step further

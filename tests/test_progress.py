@@ -48,8 +48,8 @@ def test_dropout_auto_is_said_with_its_value_and_reason(capsys) -> None:
     from textgen.train import _Printer
 
     printer = _Printer(stream=io.StringIO(), enabled=True)
-    printer("dropout", value=0.25, reason="the run will see its text ~6.8 times, >= 4")
-    line = "model.dropout auto: 0.25 (the run will see its text ~6.8 times, >= 4)\n"
+    printer("dropout", value=0.25, reason="the run will see its text ~6.8 times, >= 6")
+    line = "model.dropout auto: 0.25 (the run will see its text ~6.8 times, >= 6)\n"
     assert capsys.readouterr().out == line  # as the README shows it
 
 

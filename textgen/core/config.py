@@ -62,7 +62,7 @@ class ModelConfig:
     units: int = 384  # 600-s sweep on 2 cores: 2 x 384 beat 2 x 256 and 2 x 512 (benchmarks.md)
     layers: int = 2  # same sweep: 3 x 256 was far worse than 2 x 256
     # A few MB, few epochs: underfitting, not overfitting, is the risk. auto: 0.25 when the run
-    # will see its text >= 4 times, else 0 (textgen/training/regularisation.py says why).
+    # will see its text >= 6 times, else 0 (textgen/training/regularisation.py says why).
     dropout: float | Literal["auto"] = 0.0
     # auto: the lean kernel (textgen/model/lstm_kernel.py; same weights) on a CPU, where Keras' LSTM
     # spends its time on per-op overhead; Keras' own LSTM where a GPU is visible (cuDNN).

@@ -7,8 +7,8 @@
 Each candidate is configs/base.yaml (or `--config`, e.g. configs/quick.yaml) plus its overrides,
 trained on each corpus for the same time budget (`train.max_time`, which since issue 21 includes
 the final evaluation) in a fresh process; the score is the final evaluation's val bpc (all of
-the held-out 5%, streamed). One index per corpus is
-shared by the candidates. Run it alone: other jobs change the step rate.
+the held-out 5%, streamed). One index per corpus is shared by the candidates. Run it alone:
+other jobs change the step rate.
 
 `--pair` trains two candidates at once, each pinned to its own core (`taskset`), so the two see
 the same machine at the same moments: a side-by-side comparison at equal CPU time that background
@@ -37,7 +37,7 @@ CORPORA = {  # name -> path; all but kjv are built by scripts/make_corpora.py
     "shakespeare": REPO / "corpora/shakespeare.txt",  # drama and verse
     "pystdlib": REPO / "corpora/pystdlib.txt",  # source code
 }
-CANDIDATES = {  # overrides of configs/base.yaml
+CANDIDATES = {  # overrides of configs/base.yaml (or of --config)
     "base": [],
     "seed2": ["train.seed=2"],  # the noise between two runs of one recipe
     "linear": ["train.lr_schedule=linear"],

@@ -71,6 +71,9 @@ class ModelConfig:
     # on prose, drama and code at the same step rate (an add per layer)
     residual: bool = True
 
+    # The keys that make a model's weights and function: fixed by a resumed run or a source.
+    SHAPE_KEYS: typing.ClassVar[tuple[str, ...]] = ("embedding_dim", "units", "layers", "residual")
+
     def count_params(self, vocab_size: int) -> int:
         """Parameters of `build_model(self, vocab_size)`, without building it."""
         total, width = vocab_size * self.embedding_dim, self.embedding_dim  # the embedding

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from textgen.core.config import Config, OriginConfig
+from textgen.core.config import Config, ModelConfig, OriginConfig
 from textgen.core.dirlock import read_holder
 from textgen.core.errors import TextgenError
 from textgen.data.tokenizers import CharTokenizer, Tokenizer, same_vocabulary
@@ -44,7 +44,7 @@ from textgen.run.rundir import DamagedCheckpointWarning, RunDir
 # each of the column's `units` weights by ~lr per step, so the logit can rise by 20 in a few
 # hundred steps; at -1e4 it would take millions: the character would never be sampled.
 NEW_TOKEN_BIAS = -20.0
-SHAPE_KEYS = ("embedding_dim", "units", "layers", "residual")  # model.* that the source fixes
+SHAPE_KEYS = ModelConfig.SHAPE_KEYS  # model.* that the source fixes
 
 
 @dataclass

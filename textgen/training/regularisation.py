@@ -5,10 +5,10 @@ dropout 0.25 beat 0 on all three 100 KB texts (Austen, Shakespeare, the Jargon F
 -0.05, -0.10 bpc; ~6.8 passes over the text) and lost on all six of 300 KB and 1 MB (+0.04 to
 +0.14; ~2.5 and ~0.6 passes), and on all three 300 KB texts again with the run alone on the
 machine (+0.01 to +0.04; ~4.9 passes planned, 4.0-4.9 made). So auto is 0.25 from `MIN_PASSES`
-planned passes on, else 0. The
-passes are planned from the budget: exactly for epochs and `max_steps`; for `max_time`, from the
-rate the `init_from` source run trained at (same model shape); a time-budgeted run from scratch
-has no rate before it starts, and gets 0 (base.yaml's: a large text is the common case).
+planned passes on, else 0. The passes are planned from the budget: exactly for epochs and
+`max_steps`; for `max_time`, from the rate the `init_from` source run trained at (same model
+shape); a time-budgeted run from scratch has no rate before it starts, and gets 0 (base.yaml's:
+a large text is the common case).
 """
 
 from __future__ import annotations

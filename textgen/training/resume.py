@@ -10,19 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from textgen.core.config import Config
+from textgen.core.config import Config, ModelConfig
 from textgen.core.errors import TextgenError
 from textgen.data.tokenizers import same_vocabulary
 from textgen.run.rundir import RunDir
 
 # Keys whose change makes the saved weights or token ids meaningless.
-_SHAPE_KEYS = (
-    ("model", "embedding_dim"),
-    ("model", "units"),
-    ("model", "layers"),
-    ("model", "residual"),
-    ("data", "tokenizer"),
-)
+_SHAPE_KEYS = (*(("model", key) for key in ModelConfig.SHAPE_KEYS), ("data", "tokenizer"))
 _START_OVER = "set train.fresh=true to start over, or choose another train.out_dir"
 
 
